@@ -1,0 +1,79 @@
+"""Darknet's batch normalisation: `(x-mean)/(sqrt(var)+1e-6)`, and its own training backward.
+
+Darknet's forward uses a 1/(N-1) batch variance and eps on the std, while its backward
+(`mean_delta_cpu`, `variance_delta_cpu`, `normalize_delta_cpu`) uses eps 1e-5 on the variance and
+1/N: not the exact derivative of its forward, so autograd would not reproduce Darknet's gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+FORWARD_EPS = 1e-6  # added to sqrt(var), not to var
+BACKWARD_EPS = 1e-5  # added to var in Darknet's backward
+
+
+def _stat_shape(x: Tensor) -> tuple[list[int], tuple[int, ...]]:
+    dims = [0] + list(range(2, x.dim()))
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return dims, shape
+
+
+class _DarknetBatchNormTrain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, bias, running_mean, running_var, momentum_update: bool):  # noqa: ANN001
+        dims, shape = _stat_shape(x)
+        n = x.numel() // x.shape[1]
+        mean = x.mean(dim=dims)
+        centred = x - mean.view(shape)
+        var = (centred * centred).sum(dim=dims) / (n - 1)
+        if momentum_update:
+            # Darknet updates the rolling statistics inside the forward pass.
+            running_mean.mul_(0.99).add_(0.01 * mean)
+            running_var.mul_(0.99).add_(0.01 * var)
+        x_norm = centred / (var.sqrt() + FORWARD_EPS).view(shape)
+        ctx.save_for_backward(centred, x_norm, var, scale)
+        return x_norm * scale.view(shape) + bias.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        centred, x_norm, var, scale = ctx.saved_tensors
+        dims, shape = _stat_shape(grad)
+        n = grad.numel() // grad.shape[1]
+        grad_bias = grad.sum(dim=dims)
+        grad_scale = (grad * x_norm).sum(dim=dims)
+        d = grad * scale.view(shape)
+        mean_delta = d.sum(dim=dims) * (-1.0 / torch.sqrt(var + BACKWARD_EPS))
+        var_delta = (d * centred).sum(dim=dims) * (-0.5 * torch.pow(var + BACKWARD_EPS, -1.5))
+        dx = (
+            d / torch.sqrt(var + BACKWARD_EPS).view(shape)
+            + var_delta.view(shape) * 2.0 * centred / n
+            + mean_delta.view(shape) / n
+        )
+        return dx, grad_scale, grad_bias, None, None, None
+
+
+class DarknetBatchNorm(nn.Module):
+    """BatchNorm with Darknet's parameters: scales (weight), biases, rolling mean and variance."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+        self.register_buffer("running_mean", torch.zeros(n))
+        self.register_buffer("running_var", torch.ones(n))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return _DarknetBatchNormTrain.apply(x, self.weight, self.bias, self.running_mean,
+                                                self.running_var, True)
+        _, shape = _stat_shape(x)
+        std = self.running_var.sqrt() + FORWARD_EPS
+        return (x - self.running_mean.view(shape)) / std.view(shape) * self.weight.view(shape) + \
+            self.bias.view(shape)
+
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(multiplier, offset) such that bn(x) == x*multiplier + offset at inference."""
+        mult = self.weight / (self.running_var.sqrt() + FORWARD_EPS)
+        return mult, self.bias - self.running_mean * mult

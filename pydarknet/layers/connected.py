@@ -1,0 +1,41 @@
+"""[connected]: a fully connected layer on the flattened input, optional Darknet batchnorm."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from pydarknet.cfg import Section
+from pydarknet.layers.activations import Activation, activation_option
+from pydarknet.layers.batchnorm import DarknetBatchNorm
+from pydarknet.layers.registry import Built, Context, Shape, register
+
+
+class ConnectedLayer(nn.Module):
+    def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(inputs, outputs, bias=not batch_normalize)
+        self.bn = DarknetBatchNorm(outputs) if batch_normalize else None
+        self.act = Activation(activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.fc(x.flatten(1))
+        if self.bn is not None:
+            y = self.bn(y)
+        return self.act(y).view(y.shape[0], -1, 1, 1)
+
+    def darknet_params(self) -> list[Tensor]:
+        # Darknet order: biases, weights (outputs x inputs), then scales, mean, variance.
+        if self.bn is not None:
+            return [self.bn.bias, self.fc.weight, self.bn.weight, self.bn.running_mean, self.bn.running_var]
+        return [self.fc.bias, self.fc.weight]
+
+
+@register("connected")
+def build_connected(sec: Section, ctx: Context) -> Built:
+    inputs = ctx.in_shape.size
+    outputs = sec.positive_int("output", 1)
+    activation = activation_option(sec)
+    bn = bool(sec.get_int("batch_normalize", 0))
+    summary = f"connected                            {inputs:4d}  ->  {outputs:4d}"
+    return Built(ConnectedLayer(inputs, outputs, bn, activation), Shape(outputs, 1, 1), summary,
+                 2 * inputs * outputs)

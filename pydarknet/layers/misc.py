@@ -1,0 +1,77 @@
+"""Pass-through layers at inference: [dropout], [cost]; and [upsample]."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pydarknet.cfg import Section
+from pydarknet.layers.registry import Built, Context, Shape, register
+
+COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
+
+
+class DropoutLayer(nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Darknet scales kept units by 1/(1-p) in training and passes through at inference.
+        return F.dropout(x, self.p, self.training)
+
+
+@register("dropout")
+def build_dropout(sec: Section, ctx: Context) -> Built:
+    p = sec.get_float("probability", 0.5)
+    if not 0 <= p < 1:
+        raise sec.error(f"probability={p} must be in [0, 1)", "probability")
+    n = ctx.in_shape.size
+    summary = f"dropout       p = {p:.2f}               {n:4d}  ->  {n:4d}"
+    return Built(DropoutLayer(p), ctx.in_shape, summary)
+
+
+class CostLayer(nn.Module):
+    """Darknet's network output skips [cost] layers; the training loss is the trainer's job."""
+
+    def __init__(self, kind: str, scale: float) -> None:
+        super().__init__()
+        self.kind, self.scale = kind, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@register("cost")
+def build_cost(sec: Section, ctx: Context) -> Built:
+    kind = sec.get_str("type", "sse")
+    if kind not in COST_TYPES:
+        raise sec.error(f"unknown cost type {kind!r}", "type")
+    scale = sec.get_float("scale", 1.0)
+    for key in ("ratio", "noobject_scale", "thresh"):
+        sec.get_float(key, 0.0)
+    summary = f"cost                                           {ctx.in_shape.size:4d}"
+    return Built(CostLayer(kind, scale), ctx.in_shape, summary)
+
+
+class UpsampleLayer(nn.Module):
+    def __init__(self, stride: int, scale: float) -> None:
+        super().__init__()
+        self.stride, self.scale = stride, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.repeat_interleave(self.stride, dim=2).repeat_interleave(self.stride, dim=3)
+        return y * self.scale if self.scale != 1 else y
+
+
+@register("upsample")
+def build_upsample(sec: Section, ctx: Context) -> Built:
+    c, h, w = ctx.in_shape.c, ctx.in_shape.h, ctx.in_shape.w
+    stride = sec.get_int("stride", 2)
+    if stride <= 0:
+        raise sec.error("upsample with stride<0 (downsample) is not supported by pydarknet", "stride")
+    scale = sec.get_float("scale", 1.0)
+    out = Shape(c, h * stride, w * stride)
+    summary = (f"upsample         {stride:2d}x  {w:4d} x{h:4d} x{c:4d}   ->  "
+               f"{out.w:4d} x{out.h:4d} x{out.c:4d}")
+    return Built(UpsampleLayer(stride, scale), out, summary)

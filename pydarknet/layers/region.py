@@ -1,0 +1,135 @@
+"""[region]: YOLOv2's detection head (activations here; decoding and loss in pydarknet.region)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pydarknet.cfg import Section
+from pydarknet.errors import DarknetError
+from pydarknet.layers.registry import Built, Context, register
+from pydarknet.paths import resolve_path
+
+
+@dataclass
+class RegionParams:
+    n: int
+    classes: int
+    coords: int
+    anchors: list[float]
+    softmax: bool
+    background: bool
+    tree_file: str | None
+    map_file: str | None
+    thresh: float
+    rescore: bool
+    bias_match: bool
+    coord_scale: float
+    object_scale: float
+    noobject_scale: float
+    class_scale: float
+    mask_scale: float
+    jitter: float
+    random: bool
+    absolute: bool
+    max_boxes: int
+    log: int
+    sqrt: bool
+    classfix: int
+
+
+class _GpuRegionBackward(torch.autograd.Function):
+    """Darknet GPU backward: the gradient given for the activated output is scaled by the logistic
+    derivative on x, y and objectness; w, h and class entries pass through unchanged (the class
+    delta is already the softmax cross-entropy gradient w.r.t. the logits)."""
+
+    @staticmethod
+    def forward(ctx, x, activated, scale):  # noqa: ANN001
+        ctx.save_for_backward(scale)
+        return activated.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        (scale,) = ctx.saved_tensors
+        return grad * scale, None, None
+
+
+class RegionLayer(nn.Module):
+    def __init__(self, params: RegionParams, tree, class_map: np.ndarray | None) -> None:  # noqa: ANN001
+        super().__init__()
+        self.params = params
+        self.tree = tree
+        self.class_map = class_map
+        self.register_buffer("biases", torch.tensor(params.anchors, dtype=torch.float32))
+
+    def activate(self, x: Tensor) -> Tensor:
+        from pydarknet.region.activation import region_activate
+
+        p = self.params
+        return region_activate(x, p.n, p.coords, p.classes, p.softmax, self.tree, p.background)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return self.activate(x)
+        from pydarknet.region.loss import gpu_backward_scale
+
+        p = self.params
+        with torch.no_grad():
+            activated = self.activate(x)
+            scale = gpu_backward_scale(activated, p.n, p.coords, p.classes, p.background)
+        return _GpuRegionBackward.apply(x, activated, scale)
+
+
+def _load_tree(sec: Section, key: str):  # noqa: ANN202
+    name = sec.get_str(key)
+    if name is None:
+        return None, None
+    from pydarknet.region.wordtree import read_tree
+
+    path = resolve_path(name, sec.file)
+    try:
+        return read_tree(path), name
+    except DarknetError as err:
+        raise DarknetError(f"{key}={name}: {err}", sec.file, sec.options[key].line) from None
+
+
+@register("region")
+def build_region(sec: Section, ctx: Context) -> Built:
+    c, h, w = ctx.in_shape.c, ctx.in_shape.h, ctx.in_shape.w
+    coords = sec.positive_int("coords", 4)
+    classes = sec.positive_int("classes", 20)
+    n = sec.positive_int("num", 1)
+    anchors = sec.get_list("anchors", float) or [0.5] * (2 * n)
+    if len(anchors) != 2 * n:
+        raise sec.error(f"anchors= has {len(anchors)} numbers, num={n} needs {2 * n}", "anchors")
+    if coords != 4:
+        raise sec.error(f"coords={coords}: only 4 (no masks) is supported by pydarknet", "coords")
+    tree, tree_file = _load_tree(sec, "tree")
+    map_file = sec.get_str("map")
+    class_map = None
+    if map_file is not None:
+        from pydarknet.region.wordtree import read_map
+
+        class_map = read_map(resolve_path(map_file, sec.file))
+    if tree is not None and tree.n != classes:
+        raise sec.error(f"tree={tree_file} has {tree.n} classes, classes={classes}", "tree")
+    expected = n * (coords + 1 + classes)
+    if c != expected:
+        raise sec.error(f"input has {c} channels but num*(coords+1+classes) = {n}*({coords}+1+{classes}) "
+                        f"= {expected}: the previous conv's filters do not match classes/num")
+    params = RegionParams(
+        n=n, classes=classes, coords=coords, anchors=anchors,
+        softmax=bool(sec.get_int("softmax", 0)), background=bool(sec.get_int("background", 0)),
+        tree_file=tree_file, map_file=map_file, thresh=sec.get_float("thresh", 0.5),
+        rescore=bool(sec.get_int("rescore", 0)), bias_match=bool(sec.get_int("bias_match", 0)),
+        coord_scale=sec.get_float("coord_scale", 1.0), object_scale=sec.get_float("object_scale", 1.0),
+        noobject_scale=sec.get_float("noobject_scale", 1.0), class_scale=sec.get_float("class_scale", 1.0),
+        mask_scale=sec.get_float("mask_scale", 1.0), jitter=sec.get_float("jitter", 0.2),
+        random=bool(sec.get_int("random", 0)), absolute=bool(sec.get_int("absolute", 0)),
+        max_boxes=sec.get_int("max", 30), log=sec.get_int("log", 0), sqrt=bool(sec.get_int("sqrt", 0)),
+        classfix=sec.get_int("classfix", 0),
+    )
+    return Built(RegionLayer(params, tree, class_map), ctx.in_shape, "detection")

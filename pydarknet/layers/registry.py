@@ -1,0 +1,78 @@
+"""One registry from cfg section name to builder: `builder(section, ctx) -> Built`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from pydarknet.cfg import Section
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Darknet's (c, h, w) of a layer output; flat outputs (softmax, connected) have h = w = 1."""
+
+    c: int
+    h: int
+    w: int
+
+    @property
+    def size(self) -> int:
+        return self.c * self.h * self.w
+
+
+@dataclass
+class Context:
+    """What a builder may look at: its index, the shapes before it, the [net] batch, the cfg path."""
+
+    index: int
+    in_shape: Shape
+    shapes: list[Shape]
+    cfg_path: Path
+    batch: int = 1
+
+
+@dataclass
+class Built:
+    module: nn.Module
+    out: Shape
+    summary: str  # the line Darknet prints for the layer, after the index column
+    flops: int = 0  # 2*MACs, as Darknet counts BFLOPs
+    sources: list[int] = field(default_factory=list)  # earlier layers whose outputs this one reads
+
+
+Builder = Callable[[Section, Context], Built]
+BUILDERS: dict[str, Builder] = {}
+
+# Sections the C Darknet knows that pydarknet does not build (yet): named in a clear error.
+KNOWN_UNSUPPORTED = {
+    "local", "deconvolutional", "rnn", "gru", "lstm", "crnn", "crop", "normalization", "lrn",
+    "batchnorm", "yolo", "iseg", "detection", "l2norm", "logistic", "activation", "xnor",
+}
+
+
+def register(*names: str) -> Callable[[Builder], Builder]:
+    def wrap(builder: Builder) -> Builder:
+        for name in names:
+            BUILDERS[name] = builder
+        return builder
+
+    return wrap
+
+
+def build_layer(section: Section, ctx: Context) -> Built:
+    builder = BUILDERS.get(section.kind)
+    if builder is None:
+        if section.kind in KNOWN_UNSUPPORTED:
+            raise section.error("is a Darknet layer that pydarknet does not support yet")
+        raise section.error("unknown section type")
+    built = builder(section, ctx)
+    if built.out.c <= 0 or built.out.h <= 0 or built.out.w <= 0:
+        raise section.error(
+            f"gives an empty output {built.out.c}x{built.out.h}x{built.out.w} "
+            f"from input {ctx.in_shape.c}x{ctx.in_shape.h}x{ctx.in_shape.w}"
+        )
+    return built

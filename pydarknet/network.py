@@ -1,0 +1,114 @@
+"""Darknet(nn.Module): the layer graph built from cfg sections, with route/shortcut wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from pydarknet import layers as _layers  # noqa: F401  (fills the registry)
+from pydarknet.cfg import Section, parse_cfg
+from pydarknet.errors import DarknetError
+from pydarknet.layers.registry import Built, Context, Shape, build_layer
+from pydarknet.netconfig import NetConfig, parse_net
+
+
+class Darknet(nn.Module):
+    """A Darknet network. `forward` returns the last non-[cost] layer's output in Darknet's layout."""
+
+    def __init__(self, sections: list[Section], cfg_path: str | Path = "<cfg>") -> None:
+        super().__init__()
+        self.cfg_path = Path(cfg_path)
+        self.sections = sections
+        self.net: NetConfig = parse_net(sections[0])
+        shape = Shape(self.net.channels, self.net.height, self.net.width)
+        self.input_shape = shape
+        shapes: list[Shape] = []
+        built: list[Built] = []
+        for index, sec in enumerate(sections[1:]):
+            ctx = Context(index, shape, shapes, self.cfg_path, self.net.batch)
+            b = build_layer(sec, ctx)
+            built.append(b)
+            shapes.append(b.out)
+            shape = b.out
+        if not built:
+            raise DarknetError("the cfg has a [net] section but no layers", cfg_path)
+        for sec in sections:
+            sec.warn_unused()
+        self.layers = nn.ModuleList(b.module for b in built)
+        self.kinds = [sec.kind for sec in sections[1:]]
+        self.shapes = shapes
+        self.summaries = [b.summary for b in built]
+        self.flops = [b.flops for b in built]
+        self.sources = [b.sources for b in built]
+        needed = {i for srcs in self.sources for i in srcs}
+        self._keep = [i in needed for i in range(len(built))]
+        # Darknet's get_network_output skips trailing [cost] layers.
+        self.output_index = max(i for i, k in enumerate(self.kinds) if k != "cost" or i == 0)
+        self.register_buffer("_seen", torch.zeros((), dtype=torch.int64), persistent=True)
+        self.weights_header: tuple[int, int, int] = (0, 2, 0)
+
+    @property
+    def seen(self) -> int:
+        """Darknet's image counter (`*net->seen`), saved in the .weights header."""
+        return int(self._seen)
+
+    @seen.setter
+    def seen(self, value: int) -> None:
+        self._seen.fill_(int(value))
+
+    @property
+    def region(self) -> nn.Module | None:
+        """The last [region] layer, which `detect` decodes."""
+        for kind, layer in zip(reversed(self.kinds), reversed(self.layers)):
+            if kind == "region":
+                return layer
+        return None
+
+    def _run(self, x: Tensor, keep_all: bool) -> list[Tensor | None]:
+        outputs: list[Tensor | None] = []
+        for i, layer in enumerate(self.layers):
+            if self.sources[i]:
+                x = layer(x, outputs) if self.kinds[i] == "shortcut" else layer(outputs)
+            else:
+                x = layer(x)
+            outputs.append(x if keep_all or self._keep[i] or i == self.output_index else None)
+        return outputs
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, keep_all=False)[self.output_index]
+
+    def layer_outputs(self, x: Tensor) -> list[Tensor]:
+        """Every layer's output in order (index 0 = first layer after [net])."""
+        return self._run(x, keep_all=True)
+
+    def summary(self) -> str:
+        """The layer table Darknet prints while building the network, and the total."""
+        lines = ["layer     filters    size              input                output"]
+        lines += [f"{i:5d} {s}" for i, s in enumerate(self.summaries)]
+        total = sum(self.flops)
+        lines.append(f"Floating Point Operations: {total}")
+        lines.append(f"Floating Point Operations: {total / 1e9:.2f} Bn")
+        return "\n".join(lines)
+
+    def fold_batchnorm(self) -> Darknet:
+        """Fold BatchNorm into conv weights for inference (changes float rounding slightly)."""
+        for layer in self.layers:
+            if hasattr(layer, "fold_batchnorm"):
+                layer.fold_batchnorm()
+        return self
+
+    def save_weights(self, path: str | Path, upto: int | None = None) -> None:
+        from pydarknet.weights import save_weights
+
+        save_weights(self, path, upto=upto)
+
+    def load_weights(self, path: str | Path, upto: int | None = None) -> None:
+        from pydarknet.weights import load_weights
+
+        load_weights(self, path, upto=upto)
+
+
+def build_network(cfg_path: str | Path) -> Darknet:
+    return Darknet(parse_cfg(cfg_path), cfg_path)

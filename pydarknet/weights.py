@@ -1,0 +1,122 @@
+"""Darknet `.weights` files: header, then every layer's floats in Darknet's order, both directions."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pydarknet.errors import DarknetError
+
+HEADER_INTS = struct.Struct("<iii")
+
+
+def weighted_layers(net, upto: int | None = None) -> list[tuple[int, object]]:  # noqa: ANN001
+    """(index, layer) of the layers that own weights, in file order, for the first `upto` layers."""
+    count = len(net.layers) if upto is None else min(upto, len(net.layers))
+    return [(i, net.layers[i]) for i in range(count) if hasattr(net.layers[i], "darknet_params")]
+
+
+def _transposed(layer, tensor) -> bool:  # noqa: ANN001
+    return getattr(layer, "fc", None) is not None and tensor is layer.fc.weight
+
+
+def expected_floats(net, upto: int | None = None) -> int:  # noqa: ANN001
+    return sum(t.numel() for _, layer in weighted_layers(net, upto) for t in layer.darknet_params())
+
+
+def read_header(data: bytes, path: str | Path) -> tuple[tuple[int, int, int], int, int]:
+    """((major, minor, revision), seen, header_bytes) as Darknet's load_weights reads them."""
+    if len(data) < HEADER_INTS.size + 4:
+        raise DarknetError(f"too short for a weights header ({len(data)} bytes)", path, byte=len(data))
+    major, minor, revision = HEADER_INTS.unpack_from(data)
+    if major < 0 or minor < 0 or revision < 0:
+        raise DarknetError(f"bad header: version {major}.{minor}.{revision}", path, byte=0)
+    if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000:
+        if len(data) < HEADER_INTS.size + 8:
+            raise DarknetError("too short for a weights header", path, byte=len(data))
+        (seen,) = struct.unpack_from("<Q", data, HEADER_INTS.size)
+        return (major, minor, revision), seen, HEADER_INTS.size + 8
+    (seen,) = struct.unpack_from("<i", data, HEADER_INTS.size)
+    return (major, minor, revision), seen, HEADER_INTS.size + 4
+
+
+def load_weights(net, path: str | Path, upto: int | None = None) -> None:  # noqa: ANN001
+    """Fill `net` from a Darknet weights file. The file must hold exactly the floats the cfg needs
+    (for the first `upto` layers when given: Darknet's `partial` files)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DarknetError("is a directory, expected a .weights file", path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DarknetError(f"cannot read weights: {err.strerror}", path) from None
+    header, seen, offset = read_header(data, path)
+    transpose = header[0] > 1000 or header[1] > 1000
+    need = expected_floats(net, upto)
+    have_bytes = len(data) - offset
+    if have_bytes % 4:
+        raise DarknetError(f"size is not header + whole floats ({have_bytes} bytes after the header)",
+                           path, byte=len(data))
+    have = have_bytes // 4
+    if have != need:
+        which = f"the first {upto} layers of " if upto is not None else ""
+        raise DarknetError(f"expected {need} floats for {which}{net.cfg_path}, file has {have}"
+                           f" ({'too short' if have < need else 'too long'})", path, byte=offset + 4 * need
+                           if have > need else len(data))
+    floats = np.frombuffer(data, dtype="<f4", offset=offset)
+    pos = 0
+    with torch.no_grad():
+        for _, layer in weighted_layers(net, upto):
+            for tensor in layer.darknet_params():
+                chunk = floats[pos: pos + tensor.numel()]
+                pos += tensor.numel()
+                if transpose and _transposed(layer, tensor):
+                    value = torch.from_numpy(chunk.reshape(tensor.shape[1], tensor.shape[0]).T.copy())
+                else:
+                    value = torch.from_numpy(chunk.reshape(tensor.shape).copy())
+                tensor.copy_(value)
+    net.seen = seen
+    net.weights_header = header
+
+
+def weights_bytes(net, upto: int | None = None) -> bytes:  # noqa: ANN001
+    """The .weights content: the header the net was loaded with (Darknet writes 0.2.0), seen, floats."""
+    major, minor, revision = net.weights_header
+    transpose = major > 1000 or minor > 1000
+    parts = [HEADER_INTS.pack(major, minor, revision)]
+    if (major * 10 + minor) >= 2 and not transpose:
+        parts.append(struct.pack("<Q", net.seen))
+    else:
+        parts.append(struct.pack("<i", net.seen))
+    for _, layer in weighted_layers(net, upto):
+        for tensor in layer.darknet_params():
+            value = tensor.detach().float().cpu()
+            if transpose and _transposed(layer, tensor):
+                value = value.T
+            parts.append(value.contiguous().numpy().astype("<f4").tobytes())
+    return b"".join(parts)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory and rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(net, path: str | Path, upto: int | None = None) -> None:  # noqa: ANN001
+    atomic_write(path, weights_bytes(net, upto))
