@@ -99,6 +99,15 @@ class Darknet(nn.Module):
                 layer.fold_batchnorm()
         return self
 
+    def detect(self, images, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.45,  # noqa: ANN001
+               letterbox: bool = True):  # noqa: ANN201
+        """Detections for an image (path or array) or a list of them: a list per image, in Darknet's
+        printed order. See `pydarknet.detect.detect`."""
+        from pydarknet.detect import detect
+
+        found = detect(self, images, thresh, hier_thresh, nms, letterbox)
+        return found[0] if isinstance(images, (str, Path)) or hasattr(images, "shape") else found
+
     def save_weights(self, path: str | Path, upto: int | None = None) -> None:
         from pydarknet.weights import save_weights
 

@@ -20,18 +20,28 @@ def _stat_shape(x: Tensor) -> tuple[list[int], tuple[int, ...]]:
     return dims, shape
 
 
+def _global_sum(t: Tensor) -> Tensor:
+    """Statistics over the whole batch: across ranks when training with DDP (one process: identity)."""
+    from pydarknet.train.distributed import all_reduce_sum
+
+    return all_reduce_sum(t)
+
+
 class _DarknetBatchNormTrain(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, scale, bias, running_mean, running_var, momentum_update: bool):  # noqa: ANN001
+    def forward(ctx, x, scale, bias, running_mean, running_var):  # noqa: ANN001
         dims, shape = _stat_shape(x)
-        n = x.numel() // x.shape[1]
-        mean = x.mean(dim=dims)
+        x = x.float()  # statistics in float32 also under autocast
+        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
+        stats = _global_sum(torch.cat([x.sum(dim=dims), count.view(1)]))
+        n = stats[-1]
+        mean = stats[:-1] / n
         centred = x - mean.view(shape)
-        var = (centred * centred).sum(dim=dims) / (n - 1)
-        if momentum_update:
-            # Darknet updates the rolling statistics inside the forward pass.
-            running_mean.mul_(0.99).add_(0.01 * mean)
-            running_var.mul_(0.99).add_(0.01 * var)
+        var = _global_sum((centred * centred).sum(dim=dims)) / (n - 1)
+        # Darknet updates the rolling statistics inside the forward pass.
+        running_mean.mul_(0.99).add_(0.01 * mean)
+        running_var.mul_(0.99).add_(0.01 * var)
+        ctx.n = n
         x_norm = centred / (var.sqrt() + FORWARD_EPS).view(shape)
         ctx.save_for_backward(centred, x_norm, var, scale)
         return x_norm * scale.view(shape) + bias.view(shape)
@@ -39,19 +49,22 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001
         centred, x_norm, var, scale = ctx.saved_tensors
+        grad = grad.float()
         dims, shape = _stat_shape(grad)
-        n = grad.numel() // grad.shape[1]
+        n = ctx.n
         grad_bias = grad.sum(dim=dims)
         grad_scale = (grad * x_norm).sum(dim=dims)
         d = grad * scale.view(shape)
-        mean_delta = d.sum(dim=dims) * (-1.0 / torch.sqrt(var + BACKWARD_EPS))
-        var_delta = (d * centred).sum(dim=dims) * (-0.5 * torch.pow(var + BACKWARD_EPS, -1.5))
+        sums = _global_sum(torch.cat([d.sum(dim=dims), (d * centred).sum(dim=dims)]))
+        d_sum, dc_sum = sums.split(d.shape[1])
+        mean_delta = d_sum * (-1.0 / torch.sqrt(var + BACKWARD_EPS))
+        var_delta = dc_sum * (-0.5 * torch.pow(var + BACKWARD_EPS, -1.5))
         dx = (
             d / torch.sqrt(var + BACKWARD_EPS).view(shape)
             + var_delta.view(shape) * 2.0 * centred / n
             + mean_delta.view(shape) / n
         )
-        return dx, grad_scale, grad_bias, None, None, None
+        return dx, grad_scale, grad_bias, None, None
 
 
 class DarknetBatchNorm(nn.Module):
@@ -67,7 +80,7 @@ class DarknetBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return _DarknetBatchNormTrain.apply(x, self.weight, self.bias, self.running_mean,
-                                                self.running_var, True)
+                                                self.running_var)
         _, shape = _stat_shape(x)
         std = self.running_var.sqrt() + FORWARD_EPS
         return (x - self.running_mean.view(shape)) / std.view(shape) * self.weight.view(shape) + \

@@ -1,0 +1,5 @@
+"""`python -m pydarknet` is the `pydarknet` command."""
+
+from pydarknet.cli.main import main
+
+raise SystemExit(main())

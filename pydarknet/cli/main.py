@@ -1,0 +1,136 @@
+"""`pydarknet` entry point: Darknet's command groups plus modern conveniences.
+
+Darknet-style single-dash options (`-thresh .25`) are accepted as Darknet users type them.
+Every user-input problem ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from pydarknet.errors import DarknetError
+
+HIER_HELP = ("WordTree threshold (YOLO9000): starting at the root, descend to the most likely child "
+             "while the product of probabilities along the path stays above it; lower = more specific "
+             "classes, higher = more general ones (Darknet's -hier, default .5)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+
+
+def _add_detect_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-thresh", "--thresh", type=float, default=0.5, help="detection threshold (default .5)")
+    p.add_argument("-hier", "--hier", type=float, default=0.5, help=HIER_HELP)
+    p.add_argument("-nms", "--nms", type=float, default=0.45, help="NMS IoU threshold (default .45)")
+    p.add_argument("-out", "--out", default=None, help="output image name without extension "
+                   "(default predictions; with several images: <image stem>_predictions)")
+    p.add_argument("-dont_show", "--dont-show", action="store_true", help="accepted for Darknet compatibility")
+    p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
+    p.add_argument("--resize", action="store_true", help="plain resize instead of Darknet's letterbox")
+    _add_device(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pydarknet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    det = sub.add_parser("detector", help="Darknet's detector commands").add_subparsers(dest="sub", required=True)
+    p = det.add_parser("test", help="detect objects in an image and print Darknet's lines")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="*", help="images or directories (prompted for when missing)")
+    _add_detect_options(p)
+    p.set_defaults(func="pydarknet.cli.detect:detector_test")
+
+    p = det.add_parser("train", help="train a detector as Darknet does")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights", nargs="?")
+    p.add_argument("-clear", "--clear", action="store_true", help="reset the seen-images counter")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument("--max-batches", type=int, default=None, help="stop after this many updates")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--darknet-log", action="store_true", help="print Darknet's per-iteration line")
+    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
+                   help="bad label lines: skip and count (default) or stop with the file:line")
+    p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.train:detector_train")
+
+    p = det.add_parser("map", help="VOC-style AP per class at IoU .5 on the valid list")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("-thresh", "--thresh", type=float, default=0.005)
+    p.add_argument("-iou", "--iou", type=float, default=0.5)
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.evaluate:detector_map")
+
+    p = sub.add_parser("detect", help="short form: detect CFG WEIGHTS IMAGE... (names by class count)")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("images", nargs="+", help="images or directories")
+    p.add_argument("--names", default=None, help="class names file")
+    p.add_argument("--data", default=None, help=".data file whose names= to use")
+    _add_detect_options(p)
+    p.set_defaults(func="pydarknet.cli.detect:detect")
+
+    cls = sub.add_parser("classifier", help="Darknet's classifier commands").add_subparsers(dest="sub",
+                                                                                         required=True)
+    p = cls.add_parser("predict", help="print the top-k classes of an image")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("image")
+    p.add_argument("-top", "--top", type=int, default=None, help="how many (default: the .data file's top=)")
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.classify:classifier_predict")
+
+    p = sub.add_parser("summary", help="the layer table Darknet prints for a cfg")
+    p.add_argument("cfg")
+    p.set_defaults(func="pydarknet.cli.tools:summary")
+
+    p = sub.add_parser("partial", help="keep the first K layers' weights (Darknet's partial)")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("out")
+    p.add_argument("k", type=int)
+    p.set_defaults(func="pydarknet.cli.tools:partial")
+
+    p = sub.add_parser("synth", help="write the synthetic shapes detection data set")
+    p.add_argument("out_dir")
+    p.add_argument("--train", type=int, default=2000)
+    p.add_argument("--valid", type=int, default=200)
+    p.add_argument("--size", type=int, default=160)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func="pydarknet.cli.tools:synth")
+    return parser
+
+
+def _call(target: str, args: argparse.Namespace) -> int:
+    import importlib
+
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)(args) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+    try:
+        return _call(args.func, args)
+    except DarknetError as err:
+        print(f"pydarknet: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pydarknet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,1 @@
+"""Evaluation: VOC-style average precision."""

@@ -1,0 +1,1 @@
+"""Training with Darknet's semantics: learning-rate policies, SGD update, the training loop."""

@@ -1,0 +1,128 @@
+"""One Darknet training iteration: forward (train mode), region/softmax delta, backward, SGD update.
+
+Darknet's update (`update_convolutional_layer`) keeps one "updates" buffer per parameter that
+backward adds the negative gradient into; the update applies weight decay to weights only and
+momentum by scaling that buffer afterwards. That is not torch.optim.SGD's order, so it is here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pydarknet.errors import DarknetError
+from pydarknet.train.schedule import learning_rate
+
+
+def _decayed_parameters(net: nn.Module) -> set[int]:
+    """Conv/connected weights get weight decay; biases and BN scales do not."""
+    ids = set()
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            ids.add(id(module.weight))
+    return ids
+
+
+class Trainer:
+    """Owns Darknet's optimiser state for `net` (rates from its [net] section)."""
+
+    def __init__(self, net: nn.Module, model: nn.Module | None = None, world_size: int = 1,
+                 amp: bool = False) -> None:
+        """`model` is what runs forward (e.g. a DistributedDataParallel wrapper of `net`). With
+        `world_size` ranks, the cfg's batch stays the global batch and each rank gets its share."""
+        self.net = net
+        self.model = model if model is not None else net
+        self.cfg = net.net
+        self.world_size = world_size
+        self.amp = amp
+        if self.cfg.batch % world_size:
+            raise DarknetError(f"batch/subdivisions = {self.cfg.batch} images cannot be split over "
+                               f"{world_size} processes", net.cfg_path)
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.updates = [torch.zeros_like(p) for p in self.params]
+        decayed = _decayed_parameters(net)
+        self.decay_mask = [id(p) in decayed for p in self.params]
+        self.last_stats: dict = {}
+        self.last_lr = 0.0
+
+    @property
+    def batch_num(self) -> int:
+        return self.net.seen // self.cfg.full_batch
+
+    def learning_rate(self) -> float:
+        return learning_rate(self.cfg, self.batch_num)
+
+    def _loss_delta(self, out: Tensor, truth: Tensor) -> tuple[Tensor, float]:
+        """Darknet's delta (target - output) for the output layer, and its cost."""
+        region = self.net.region
+        if region is not None and self.net.kinds[self.net.output_index] == "region":
+            from pydarknet.region.loss import region_delta
+
+            p = region.params
+            delta, cost, stats = region_delta(
+                out.detach(), truth.to(out.device), region.biases, p.n, p.classes, p.coords, self.net.seen,
+                thresh=p.thresh, rescore=p.rescore, bias_match=p.bias_match, softmax=p.softmax,
+                tree=region.tree, map=region.class_map, coord_scale=p.coord_scale,
+                object_scale=p.object_scale, noobject_scale=p.noobject_scale, class_scale=p.class_scale,
+                background=p.background)
+            self.last_stats = stats
+            return delta, cost
+        if self.net.kinds[self.net.output_index] == "softmax":
+            # softmax_x_ent: delta = truth - p; a following [cost] (sse) adds the same delta again.
+            target = truth.to(out.device).view_as(out)
+            delta = target - out.detach()
+            cost = float(-(target * torch.log(out.detach().clamp_min(1e-30))).sum())
+            n_cost = sum(1 for k in self.net.kinds[self.net.output_index + 1:] if k == "cost")
+            return delta * (1 + n_cost), cost
+        raise DarknetError("training needs a [region] or [softmax] output layer", self.net.cfg_path)
+
+    def step(self, images: Tensor, truth: Tensor) -> float:
+        """One Darknet iteration over `images` (this rank's share of whole mini-batches): returns
+        Darknet's loss (this rank's sum of costs / its images), updating weights when the
+        subdivisions are complete."""
+        batch = self.cfg.batch
+        local = batch // self.world_size
+        if images.shape[0] % local:
+            raise DarknetError(f"{images.shape[0]} images is not a multiple of the mini-batch {local}",
+                               self.net.cfg_path)
+        device = self.params[0].device
+        self.model.train()
+        total = 0.0
+        for start in range(0, images.shape[0], local):
+            x = images[start:start + local].to(device, non_blocking=True)
+            t = truth[start:start + local]
+            self.net.seen = self.net.seen + batch  # Darknet counts before the forward pass
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out = self.model(x)
+            delta, cost = self._loss_delta(out.float(), t)
+            if not math.isfinite(cost):
+                raise FloatingPointError(f"loss is {cost} at seen={self.net.seen}")
+            # Darknet sums gradients over the batch; DDP averages over ranks: undo the average.
+            out.backward((-delta * self.world_size).to(out.dtype))
+            total += cost
+            if (self.net.seen // batch) % self.cfg.subdivisions == 0:
+                self.update()
+        return total / images.shape[0]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        lr = self.learning_rate()
+        self.last_lr = lr
+        batch = self.cfg.full_batch
+        for p, u, decay in zip(self.params, self.updates, self.decay_mask):
+            if p.grad is not None:
+                u.sub_(p.grad)  # updates hold the negative summed gradient, as Darknet's *_updates
+                p.grad = None
+            if decay:
+                u.add_(p, alpha=-self.cfg.decay * batch)
+            p.add_(u, alpha=lr / batch)
+            u.mul_(self.cfg.momentum)
+
+    def state_dict(self) -> dict:
+        return {"updates": [u.clone() for u in self.updates]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for u, saved in zip(self.updates, state["updates"]):
+            u.copy_(saved)

@@ -1,0 +1,69 @@
+"""One Trainer.step from the fixtures' weights equals Darknet's GPU-semantics training step."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import pydarknet
+from conftest import FIXTURES
+from pydarknet.train.trainer import Trainer
+from pydarknet.weights import load_weights
+
+CASES = [(net, run) for net in ("mini_voc", "mini_tiny", "mini_9k")
+         for run in ("train_gpusem", "train_gpusem_seen12800")]
+
+
+def _conv_layers(net):
+    return [(i, layer) for i, layer in enumerate(net.layers) if net.kinds[i] == "convolutional"]
+
+
+@pytest.mark.parametrize(("name", "run"), CASES)
+def test_one_step_matches_darknet(name, run, tmp_path):
+    fixture = FIXTURES / name
+    cost_ref = json.loads((fixture / run / "cost.json").read_text())
+    net = pydarknet.load(fixture / "net.cfg", fixture / "net.weights")
+    net.seen = cost_ref["seen_before"]
+    images = torch.from_numpy(np.load(fixture / "train_gpusem" / "train_input.npy"))
+    truth = torch.from_numpy(np.load(fixture / "train_gpusem" / "train_truth.npy"))
+    trainer = Trainer(net)
+    # Keep the gradients Darknet stores before its update (the update consumes them).
+    grads = {}
+    update = trainer.update
+
+    def capture():
+        for i, layer in _conv_layers(net):
+            bn = layer.bn
+            grads[i] = (layer.conv.weight.grad.clone(), (bn.bias if bn else layer.conv.bias).grad.clone(),
+                        bn.weight.grad.clone() if bn else None)
+        update()
+
+    trainer.update = capture
+    loss = trainer.step(images, truth)
+
+    assert net.seen == cost_ref["seen_during_forward"]
+    assert trainer.last_lr == pytest.approx(cost_ref["learning_rate_used"], rel=1e-6)
+    # train_network returns sum of costs / images; cost.json holds the region cost of the batch.
+    np.testing.assert_allclose(loss * images.shape[0], cost_ref["region_cost"], rtol=1e-4)
+
+    ref = np.load(fixture / run / "grads_before_update.npz")
+    for i, (w, b, s) in grads.items():
+        # Darknet's *_updates are negative gradients summed over the batch; README: rtol 1e-4.
+        np.testing.assert_allclose(-w.numpy().reshape(w.shape[0], -1), ref[f"weight_updates_{i:03d}"],
+                                   rtol=1e-4, atol=1e-5, err_msg=f"weights of layer {i}")
+        np.testing.assert_allclose(-b.numpy(), ref[f"bias_updates_{i:03d}"], rtol=1e-4, atol=1e-5,
+                                   err_msg=f"biases of layer {i}")
+        if s is not None:
+            np.testing.assert_allclose(-s.numpy(), ref[f"scale_updates_{i:03d}"], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"scales of layer {i}")
+
+    expected = pydarknet.load(fixture / "net.cfg")
+    load_weights(expected, fixture / run / "updated.weights")
+    assert net.seen == expected.seen
+    for (name_p, ours), (_, theirs) in zip(net.state_dict().items(), expected.state_dict().items()):
+        # README: updated weights atol 1e-6 (includes BN rolling statistics updated in forward).
+        np.testing.assert_allclose(ours.float().numpy(), theirs.float().numpy(), atol=1e-6, rtol=0,
+                                   err_msg=name_p)
