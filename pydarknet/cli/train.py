@@ -1,0 +1,16 @@
+"""`detector train`."""
+
+from __future__ import annotations
+
+import argparse
+
+from pydarknet.train.loop import TrainOptions, train_detector
+
+
+def detector_train(args: argparse.Namespace) -> int:
+    opts = TrainOptions(clear=args.clear, device=args.device, workers=args.workers,
+                        max_batches=args.max_batches, minutes=args.minutes, amp=args.amp,
+                        darknet_log=args.darknet_log, label_policy=args.label_policy, seed=args.seed)
+    final = train_detector(args.data, args.cfg, args.weights, opts)
+    print(f"Saved {final}")
+    return 0

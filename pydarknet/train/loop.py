@@ -1,0 +1,171 @@
+"""`detector train`: Darknet's train_detector loop on a DataLoader, with checkpoints and DDP."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+import pydarknet
+from pydarknet.data.datafile import read_data_file, resolve_path
+from pydarknet.data.dataset import DetectionDataset, SampleKey, collate
+from pydarknet.errors import DarknetError
+from pydarknet.train.distributed import DistInfo, init_from_env, shutdown
+from pydarknet.train.trainer import Trainer
+
+
+@dataclass
+class TrainOptions:
+    clear: bool = False
+    device: str = "cpu"
+    workers: int = 2
+    max_batches: int | None = None
+    minutes: float | None = None
+    amp: bool = False
+    darknet_log: bool = False
+    label_policy: str = "skip"
+    seed: int = 0
+    progress: bool = True
+
+
+class GlobalBatchSampler(Sampler[list[SampleKey]]):
+    """Darknet draws training images at random with replacement. Every rank draws the same global
+    sequence (same seed) and takes its slice of each mini-batch, so N processes see exactly the
+    images one process would; the sample serial (which seeds augmentation) is the global position."""
+
+    def __init__(self, dataset: DetectionDataset, batch: int, subdivisions: int, info: DistInfo,
+                 seed: int) -> None:
+        self.dataset, self.batch, self.subdivisions, self.info = dataset, batch, subdivisions, info
+        self.rng = np.random.default_rng(seed)
+        self.serial = 0
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        local = self.batch // self.info.world_size
+        while True:
+            keys = []
+            w, h = self.dataset.width, self.dataset.height
+            for _ in range(self.subdivisions):
+                indices = self.rng.integers(len(self.dataset), size=self.batch)
+                first = self.info.rank * local
+                keys += [SampleKey(int(indices[k]), w, h, self.serial + k) for k in range(first, first + local)]
+                self.serial += self.batch
+            yield keys
+
+
+def multiscale_size(rng: np.random.Generator, net_w: int, batch_num: int, max_batches: int) -> int:
+    """Darknet picks `(rand()%10 + 10)*32` (320..608 for a 416 net) and 608 in the last 200 batches;
+    other net sizes get the same range scaled to their width, in multiples of 32."""
+    lo = max(1, round(net_w * 320 / 416 / 32))
+    hi = max(lo, round(net_w * 608 / 416 / 32))
+    if batch_num + 200 > max_batches:
+        return hi * 32
+    return int(rng.integers(lo, hi + 1)) * 32
+
+
+def checkpoint_names(base: str, batch_num: int) -> list[str]:
+    """Darknet's schedule: `<cfg>.backup` every 100 updates, `<cfg>_<i>.weights` every 100 below
+    1000 and every 10000 after."""
+    names = []
+    if batch_num % 100 == 0:
+        names.append(f"{base}.backup")
+    if batch_num % 10000 == 0 or (batch_num < 1000 and batch_num % 100 == 0):
+        names.append(f"{base}_{batch_num}.weights")
+    return names
+
+
+def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None = None,
+                   opts: TrainOptions | None = None) -> Path:
+    """Train as `darknet detector train`; returns the final weights path."""
+    opts = opts or TrainOptions()
+    from pydarknet.device import get_device
+
+    device = get_device(opts.device)
+    info = init_from_env(device)
+    try:
+        return _train(data_file, cfg_file, weights, opts, device, info)
+    finally:
+        shutdown(info)
+
+
+def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.device,  # noqa: ANN001
+           info: DistInfo) -> Path:
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    options = read_data_file(data_file)
+    if "train" not in options:
+        raise DarknetError("has no train= list", data_file)
+    train_list = resolve_path(options["train"], data_file)
+    backup = Path(options.get("backup", "backup"))
+    net = pydarknet.load(cfg_file, weights, device=device)
+    if opts.clear:
+        net.seen = 0
+    region = net.region
+    if region is None:
+        raise DarknetError("detector train needs a [region] layer", cfg_file)
+    cfg = net.net
+    max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
+    dataset = DetectionDataset(train_list, cfg.width, cfg.height, jitter=region.params.jitter, hue=cfg.hue,
+                               saturation=cfg.saturation, exposure=cfg.exposure,
+                               max_boxes=region.params.max_boxes, label_policy=opts.label_policy,
+                               classes=region.params.classes, seed=opts.seed)
+    sampler = GlobalBatchSampler(dataset, cfg.batch, cfg.subdivisions, info, opts.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, collate_fn=collate,
+                        persistent_workers=opts.workers > 0, pin_memory=device.type == "cuda",
+                        prefetch_factor=2 if opts.workers > 0 else None)
+    model = net
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    trainer = Trainer(net, model, world_size=info.world_size, amp=opts.amp and device.type == "cuda")
+    base = Path(cfg_file).stem
+    size_rng = np.random.default_rng(opts.seed + 1)  # identical on every rank: same sizes everywhere
+    imgs = cfg.full_batch
+    start = time.time()
+    avg_loss = -1.0
+    count = 0
+    bar = tqdm(total=max_batches, initial=min(trainer.batch_num, max_batches), unit="batch",
+               disable=not (opts.progress and info.is_main), file=sys.stderr, dynamic_ncols=True)
+    batches = iter(loader)
+    try:
+        while trainer.batch_num < max_batches:
+            if opts.minutes is not None and time.time() - start > opts.minutes * 60:
+                break
+            if region.params.random and count % 10 == 0:
+                size = multiscale_size(size_rng, cfg.width, trainer.batch_num, max_batches)
+                dataset.set_size(size, size)
+            count += 1
+            t0 = time.time()
+            images, truth = next(batches)
+            try:
+                loss = trainer.step(images, truth)
+            except FloatingPointError as err:
+                raise DarknetError(f"training stopped: {err}; the last checkpoint in {backup} is intact",
+                                   cfg_file) from None
+            avg_loss = loss if avg_loss < 0 else avg_loss * 0.9 + loss * 0.1
+            i = trainer.batch_num
+            if info.is_main:
+                rate = trainer.last_lr
+                if opts.darknet_log:
+                    tqdm.write(f"{i}: {loss:f}, {avg_loss:f} avg, {rate:f} rate, {time.time() - t0:f} seconds, "
+                               f"{i * imgs} images", file=sys.stdout)
+                bar.update(i - bar.n)
+                bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg_loss:.3f}", lr=f"{rate:.2g}",
+                                img_s=f"{imgs / max(time.time() - t0, 1e-9):.1f}", refresh=False)
+                for name in checkpoint_names(base, i):
+                    net.save_weights(backup / name)
+    finally:
+        bar.close()
+    final = backup / f"{base}_final.weights"
+    if info.is_main:
+        net.save_weights(final)
+        if not math.isfinite(avg_loss):
+            raise DarknetError("training ended with a non-finite loss", cfg_file)
+    return final
