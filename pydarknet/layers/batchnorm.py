@@ -7,6 +7,10 @@ Darknet's forward uses a 1/(N-1) batch variance and eps on the std, while its ba
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -18,6 +22,33 @@ def _stat_shape(x: Tensor) -> tuple[list[int], tuple[int, ...]]:
     dims = [0] + list(range(2, x.dim()))
     shape = (1, -1) + (1,) * (x.dim() - 2)
     return dims, shape
+
+
+# Darknet's mean_cpu/variance_cpu add N*H*W float32 values one after another; with large N*H*W that
+# sequential rounding moves the statistics by ~1e-4 relative. "darknet" order reproduces it (slow,
+# for parity checks); "fast" uses torch's accurate reductions (training).
+_ORDER = {"mode": "fast"}
+
+
+@contextlib.contextmanager
+def darknet_reduction_order() -> Iterator[None]:
+    """Within this block, BatchNorm statistics are summed in Darknet's sequential float32 order."""
+    previous = _ORDER["mode"]
+    _ORDER["mode"] = "darknet"
+    try:
+        yield
+    finally:
+        _ORDER["mode"] = previous
+
+
+def _channel_sum(x: Tensor) -> Tensor:
+    """Per-channel sum over batch and space, in Darknet's loop order when asked for."""
+    dims, _ = _stat_shape(x)
+    if _ORDER["mode"] == "fast":
+        return x.sum(dim=dims)
+    flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).cpu().numpy()
+    seq = np.add.accumulate(flat, axis=1, dtype=np.float32)[:, -1]
+    return torch.from_numpy(seq).to(x.device)
 
 
 def _global_sum(t: Tensor) -> Tensor:
@@ -33,11 +64,11 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
         dims, shape = _stat_shape(x)
         x = x.float()  # statistics in float32 also under autocast
         count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
-        stats = _global_sum(torch.cat([x.sum(dim=dims), count.view(1)]))
+        stats = _global_sum(torch.cat([_channel_sum(x), count.view(1)]))
         n = stats[-1]
         mean = stats[:-1] / n
         centred = x - mean.view(shape)
-        var = _global_sum((centred * centred).sum(dim=dims)) / (n - 1)
+        var = _global_sum(_channel_sum(centred * centred)) / (n - 1)
         # Darknet updates the rolling statistics inside the forward pass.
         running_mean.mul_(0.99).add_(0.01 * mean)
         running_var.mul_(0.99).add_(0.01 * var)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
@@ -14,6 +17,11 @@ class ConnectedLayer(nn.Module):
     def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str) -> None:
         super().__init__()
         self.fc = nn.Linear(inputs, outputs, bias=not batch_normalize)
+        # Darknet's initialisation: weights U(-1, 1) * sqrt(2 / inputs), biases 0.
+        with torch.no_grad():
+            self.fc.weight.uniform_(-1.0, 1.0).mul_(math.sqrt(2.0 / inputs))
+            if self.fc.bias is not None:
+                self.fc.bias.zero_()
         self.bn = DarknetBatchNorm(outputs) if batch_normalize else None
         self.act = Activation(activation)
 

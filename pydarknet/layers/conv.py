@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -16,6 +18,11 @@ class ConvLayer(nn.Module):
                  batch_normalize: bool, activation: str) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c, n, size, stride, padding, groups=groups, bias=not batch_normalize)
+        # Darknet's initialisation: weights N(0, 1) * sqrt(2 / fan_in), biases 0.
+        with torch.no_grad():
+            self.conv.weight.normal_(0.0, math.sqrt(2.0 / (size * size * c // groups)))
+            if self.conv.bias is not None:
+                self.conv.bias.zero_()
         self.bn = DarknetBatchNorm(n) if batch_normalize else None
         self.act = Activation(activation)
 

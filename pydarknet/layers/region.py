@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +15,8 @@ from pydarknet.cfg import Section
 from pydarknet.errors import DarknetError
 from pydarknet.layers.registry import Built, Context, register
 from pydarknet.paths import resolve_path
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,22 +88,21 @@ class RegionLayer(nn.Module):
         return _GpuRegionBackward.apply(x, activated, scale)
 
 
-def _load_tree(sec: Section, key: str):  # noqa: ANN202
+def _read_option_file(sec: Section, key: str, reader: Callable[[Path], T]) -> tuple[T | None, str | None]:
+    """(reader(file), name) for the file the option names, or (None, None) without the option; a file
+    that cannot be read or parsed is reported at the cfg line naming it."""
     name = sec.get_str(key)
     if name is None:
         return None, None
-    from pydarknet.region.wordtree import read_tree
-
-    path = resolve_path(name, sec.file)
     try:
-        return read_tree(path), name
+        return reader(resolve_path(name, sec.file)), name
     except DarknetError as err:
         raise DarknetError(f"{key}={name}: {err}", sec.file, sec.options[key].line) from None
 
 
 @register("region")
 def build_region(sec: Section, ctx: Context) -> Built:
-    c, h, w = ctx.in_shape.c, ctx.in_shape.h, ctx.in_shape.w
+    c = ctx.in_shape.c
     coords = sec.positive_int("coords", 4)
     classes = sec.positive_int("classes", 20)
     n = sec.positive_int("num", 1)
@@ -107,13 +111,10 @@ def build_region(sec: Section, ctx: Context) -> Built:
         raise sec.error(f"anchors= has {len(anchors)} numbers, num={n} needs {2 * n}", "anchors")
     if coords != 4:
         raise sec.error(f"coords={coords}: only 4 (no masks) is supported by pydarknet", "coords")
-    tree, tree_file = _load_tree(sec, "tree")
-    map_file = sec.get_str("map")
-    class_map = None
-    if map_file is not None:
-        from pydarknet.region.wordtree import read_map
+    from pydarknet.region.wordtree import read_map, read_tree
 
-        class_map = read_map(resolve_path(map_file, sec.file))
+    tree, tree_file = _read_option_file(sec, "tree", read_tree)
+    class_map, map_file = _read_option_file(sec, "map", read_map)
     if tree is not None and tree.n != classes:
         raise sec.error(f"tree={tree_file} has {tree.n} classes, classes={classes}", "tree")
     expected = n * (coords + 1 + classes)

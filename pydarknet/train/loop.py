@@ -104,6 +104,7 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
         raise DarknetError("has no train= list", data_file)
     train_list = resolve_path(options["train"], data_file)
     backup = Path(options.get("backup", "backup"))
+    torch.manual_seed(opts.seed)  # the same initial weights in every process and every run
     net = pydarknet.load(cfg_file, weights, device=device)
     if opts.clear:
         net.seen = 0

@@ -10,6 +10,7 @@ import torch
 
 import pydarknet
 from conftest import FIXTURES
+from pydarknet.layers.batchnorm import darknet_reduction_order
 from pydarknet.train.trainer import Trainer
 from pydarknet.weights import load_weights
 
@@ -42,7 +43,10 @@ def test_one_step_matches_darknet(name, run, tmp_path):
         update()
 
     trainer.update = capture
-    loss = trainer.step(images, truth)
+    # Darknet sums BN statistics sequentially in float32 (~1e-4 relative off the exact value over
+    # 2*96*96 values); reproduce that order so the comparison measures semantics, not rounding.
+    with darknet_reduction_order():
+        loss = trainer.step(images, truth)
 
     assert net.seen == cost_ref["seen_during_forward"]
     assert trainer.last_lr == pytest.approx(cost_ref["learning_rate_used"], rel=1e-6)
