@@ -1,0 +1,92 @@
+"""Train the shapes detector from scratch with `pydarknet detector train`; record mAP@.5 vs minutes.
+
+    python benchmarks/train_shapes.py --minutes 20 [--install]
+
+Darknet's checkpoint schedule saves `shapes_<i>.weights` every 100 updates (below 1000); each is
+scored afterwards on the held-out list, its time taken from the file's mtime. `--install` copies the
+final weights to models/shapes.weights and a held-out image to data/shapes.jpg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import pydarknet
+from pydarknet.data.datafile import read_data_file
+from pydarknet.data.synthetic import make_shapes_dataset
+from pydarknet.evaluate.detector_map import map_from_data_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--workdir", default="/tmp/pydarknet-shapes")
+    ap.add_argument("--train", type=int, default=4000)
+    ap.add_argument("--valid", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--install", action="store_true")
+    args = ap.parse_args()
+
+    work = Path(args.workdir)
+    data = work / "shapes.data"
+    if not data.exists():
+        make_shapes_dataset(work, n_train=args.train, n_valid=args.valid, size=(160, 160), seed=1)
+    backup = Path(read_data_file(data)["backup"])
+    shutil.rmtree(backup, ignore_errors=True)
+    cfg = ROOT / "cfg" / "shapes.cfg"
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {args.workers} loader workers")
+    start = time.time()
+    cmd = [sys.executable, "-m", "pydarknet", "detector", "train", str(data), str(cfg), "--workers",
+           str(args.workers), "--minutes", str(args.minutes), "--darknet-log"]
+    log = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    wall = time.time() - start
+    lines = [m for m in re.finditer(r"^(\d+): [\d.]+, ([\d.]+) avg", log, re.M)]
+    batches = int(lines[-1].group(1)) if lines else 0
+    net_cfg = pydarknet.load(cfg).net
+    print(f"trained {batches} batches x {net_cfg.full_batch} images in {wall / 60:.1f} min: "
+          f"{batches * net_cfg.full_batch / wall:.1f} images/s (data loading included)")
+
+    print("minutes  batch  avg_loss  mAP@.5")
+    checkpoints = sorted(backup.glob("shapes_*.weights"), key=lambda p: p.stat().st_mtime)
+    best = None
+    for ckpt in checkpoints:
+        net = pydarknet.load(cfg, ckpt)
+        result = map_from_data_file(net, data, progress=False)
+        match = re.search(r"_(\d+)\.weights$", ckpt.name)
+        i = int(match.group(1)) if match else batches
+        loss = next((m.group(2) for m in lines if int(m.group(1)) == i), "-")
+        print(f"{(ckpt.stat().st_mtime - start) / 60:7.2f}  {i:5d}  {loss:>8}  {result.mean_ap:.4f}")
+        best = result
+    if best is not None:
+        print(best.table())
+    net = pydarknet.load(cfg, backup / "shapes_final.weights")
+    x = torch.rand(8, 3, net.net.height, net.net.width)
+    with torch.no_grad():
+        net(x)
+        t0 = time.time()
+        for _ in range(5):
+            net(x)
+    print(f"inference: {40 / (time.time() - t0):.1f} images/s (batch 8, same cfg)")
+    if args.install:
+        shutil.copy(backup / "shapes_final.weights", ROOT / "models" / "shapes.weights")
+        shutil.copy(read_data_file(data)["names"], ROOT / "data" / "shapes.names")
+        valid = Path(read_data_file(data)["valid"]).read_text().split()
+        shutil.copy(valid[0], ROOT / "data" / "shapes.jpg")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

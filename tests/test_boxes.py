@@ -1,0 +1,117 @@
+"""Darknet's IoU and NMS against literal Python ports of the C loops (glibc qsort = stable merge sort)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydarknet.boxes import box_iou, do_nms_obj, do_nms_sort, zero_objectness_to_end
+
+f32 = np.float32
+
+
+def c_iou(a, b) -> np.float32:
+    def overlap(x1, w1, x2, w2):
+        left = max(f32(x1 - w1 / f32(2)), f32(x2 - w2 / f32(2)))
+        right = min(f32(x1 + w1 / f32(2)), f32(x2 + w2 / f32(2)))
+        return f32(right - left)
+
+    w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+    inter = f32(0) if w < 0 or h < 0 else f32(w * h)
+    return f32(inter / f32(f32(f32(a[2] * a[3]) + f32(b[2] * b[3])) - inter))
+
+
+def c_swap(objectness) -> tuple[list[int], int]:
+    order, k, i = list(range(len(objectness))), len(objectness) - 1, 0
+    while i <= k:
+        if objectness[order[i]] == 0:
+            order[i], order[k] = order[k], order[i]
+            k -= 1
+            i -= 1
+        i += 1
+    return order, k + 1
+
+
+def c_nms_sort(boxes, objectness, probs, thresh):
+    order, total = c_swap(objectness)
+    dets = [[boxes[i], objectness[i], probs[i].copy(), i] for i in order]
+    for k in range(probs.shape[1]):
+        dets[:total] = sorted(dets[:total], key=lambda d: -d[2][k])  # stable, like glibc's msort
+        for i in range(total):
+            if dets[i][2][k] == 0:
+                continue
+            for j in range(i + 1, total):
+                if c_iou(dets[i][0], dets[j][0]) > f32(thresh):
+                    dets[j][2][k] = 0
+    return dets
+
+
+def c_nms_obj(boxes, objectness, probs, thresh):
+    order, total = c_swap(objectness)
+    dets = [[boxes[i], objectness[i], probs[i].copy(), i] for i in order]
+    dets[:total] = sorted(dets[:total], key=lambda d: -d[1])
+    for i in range(total):
+        if dets[i][1] == 0:
+            continue
+        for j in range(i + 1, total):
+            if dets[j][1] != 0 and c_iou(dets[i][0], dets[j][0]) > f32(thresh):
+                dets[j][1] = f32(0)
+                dets[j][2][:] = 0
+    return dets
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.booleans(), max_size=40))
+def test_swap_loop(flags):
+    objectness = torch.tensor(flags, dtype=torch.float32)
+    perm, total = zero_objectness_to_end(objectness)
+    assert (perm.tolist(), total) == c_swap(flags)
+
+
+def random_dets(seed: int, n: int, classes: int):
+    rng = np.random.default_rng(seed)
+    boxes = (rng.random((n, 4)) * [1, 1, 0.6, 0.6]).astype(np.float32)
+    # Coarse values: many ties, in objectness and in class probs.
+    objectness = np.where(rng.random(n) < 0.7, np.round(rng.random(n), 1), 0).astype(np.float32)
+    probs = np.where((rng.random((n, classes)) < 0.5) & (objectness[:, None] > 0),
+                     np.round(rng.random((n, classes)), 1), 0).astype(np.float32)
+    return boxes, objectness, probs
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 30), st.integers(1, 5),
+       st.sampled_from([0.0, 0.3, 0.45, 0.7]))
+def test_nms_matches_the_c_loops(seed, n, classes, thresh):
+    boxes, objectness, probs = random_dets(seed, n, classes)
+    args = torch.from_numpy(boxes), torch.from_numpy(objectness), torch.from_numpy(probs)
+    for ours, ref in ((do_nms_sort(*args, thresh), c_nms_sort(boxes, objectness, probs, thresh)),
+                      (do_nms_obj(*args, thresh), c_nms_obj(boxes, objectness, probs, thresh))):
+        assert ours.index.tolist() == [d[3] for d in ref]
+        want_boxes, want_obj, want_probs = (np.float32([d[i] for d in ref]) for i in range(3))
+        np.testing.assert_array_equal(ours.boxes.numpy(), want_boxes.reshape(n, 4))
+        np.testing.assert_array_equal(ours.objectness.numpy(), want_obj.reshape(n))
+        np.testing.assert_array_equal(ours.probs.numpy(), want_probs.reshape(n, classes))
+
+
+def test_box_iou_is_darknets_float32_formula():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((200, 4), dtype=np.float32), rng.random((200, 4), dtype=np.float32)
+    a[:50, 2:] = 0  # degenerate: 0/0 = NaN, never > thresh
+    ours = box_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_array_equal(ours, [c_iou(x, y) for x, y in zip(a, b, strict=True)])
+    pairwise = box_iou(torch.from_numpy(a)[:, None], torch.from_numpy(b)[None])
+    assert pairwise.shape == (200, 200) and pairwise[3, 7].item() == c_iou(a[3], b[7])
+
+
+def test_many_classes_only_sorts_the_present_ones():
+    # yolo9000: 9418 columns, one non-zero class per box; order and suppression as with the full loop.
+    boxes, objectness, small = random_dets(7, 40, 3)
+    probs = np.zeros((40, 9418), dtype=np.float32)
+    probs[:, [17, 4000, 9413]] = small
+    res = do_nms_sort(torch.from_numpy(boxes), torch.from_numpy(objectness), torch.from_numpy(probs), 0.45)
+    ref = c_nms_sort(boxes, objectness, small, 0.45)
+    assert res.index.tolist() == [d[3] for d in ref]
+    np.testing.assert_array_equal(res.probs.numpy()[:, [17, 4000, 9413]], np.float32([d[2] for d in ref]))
+    assert np.count_nonzero(res.probs.numpy()) == np.count_nonzero([d[2] for d in ref])
