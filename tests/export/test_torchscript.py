@@ -1,0 +1,72 @@
+"""TorchScript export: the traced network, loaded back with torch.jit.load, gives pydarknet's outputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import pydarknet
+from conftest import FIXTURES
+from pydarknet.cli.main import main
+from pydarknet.export import RegionDecode, export_torchscript, load_pt
+
+NETS = ["mini_voc", "mini_tiny", "mini_cls", "mini_9k"]
+TOL = 1e-4
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+
+
+def fixture_net(name: str) -> pydarknet.Darknet:
+    return pydarknet.load(FIXTURES / name / "net.cfg", FIXTURES / name / "net.weights")
+
+
+def fixture_batch(net: pydarknet.Darknet, name: str, size: int) -> torch.Tensor:
+    """`size` fixture inputs of the net's input size; mirrored copies where the fixture has fewer."""
+    s = net.input_shape
+    images = [a for a in (np.load(p) for p in sorted((FIXTURES / name).glob("infer_*/input.npy")))
+              if a.shape == (s.c, s.h, s.w)]
+    flips = [(), (2,), (1,), (1, 2)]
+    picked = [np.flip(images[i % len(images)], flips[i // len(images)]) for i in range(size)]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(picked)))
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_loaded_trace_matches_pytorch(name, tmp_path):
+    net = fixture_net(name)
+    export_torchscript(net, tmp_path / "net.ts")
+    traced = torch.jit.load(str(tmp_path / "net.ts"))
+    for batch in (1, 3):  # traced at batch 2: the batch size stays symbolic
+        x = fixture_batch(net, name, batch)
+        with torch.no_grad():
+            got, expected = traced(x), net(x)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max().item() <= TOL
+
+
+def test_with_decode(tmp_path):
+    net = fixture_net("mini_9k")
+    export_torchscript(net, tmp_path / "net.ts", with_decode=True)
+    traced = torch.jit.load(str(tmp_path / "net.ts"))
+    x = fixture_batch(net, "mini_9k", 3)
+    with torch.no_grad():
+        got, expected = traced(x), RegionDecode(net)(x)
+    for a, b in zip(got, expected, strict=True):
+        assert (a - b).abs().max().item() <= TOL
+
+
+def test_cli_export_torchscript_and_pt(tmp_path):
+    cfg, weights = str(FIXTURES / "mini_tiny" / "net.cfg"), str(FIXTURES / "mini_tiny" / "net.weights")
+    assert main(["export", cfg, weights, "-o", str(tmp_path / "net.ts")]) == 0
+    assert main(["export", cfg, weights, "-o", str(tmp_path / "model"), "--format", "torchscript"]) == 0
+    assert main(["export", cfg, weights, "-o", str(tmp_path / "net.pt")]) == 0
+    net = fixture_net("mini_tiny")
+    x = fixture_batch(net, "mini_tiny", 2)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated")  # main() reset the filters
+        expected = net(x)
+        for path in ("net.ts", "model"):
+            assert (torch.jit.load(str(tmp_path / path))(x) - expected).abs().max().item() <= TOL
+        assert torch.equal(load_pt(tmp_path / "net.pt")(x), expected)
