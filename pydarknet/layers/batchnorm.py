@@ -24,15 +24,16 @@ def _stat_shape(x: Tensor) -> tuple[list[int], tuple[int, ...]]:
     return dims, shape
 
 
-# Darknet's mean_cpu/variance_cpu add N*H*W float32 values one after another; with large N*H*W that
-# sequential rounding moves the statistics by ~1e-4 relative. "darknet" order reproduces it (slow,
-# for parity checks); "fast" uses torch's accurate reductions (training).
+# Darknet's float32 loops (mean_cpu, variance_cpu, the BN backward sums, gemm_nt for weight gradients)
+# add N*H*W values in their own order; with large N*H*W that rounding moves results by ~1e-4 relative.
+# "darknet" order reproduces it (slow, for parity checks); "fast" uses torch's accurate reductions.
 _ORDER = {"mode": "fast"}
 
 
 @contextlib.contextmanager
 def darknet_reduction_order() -> Iterator[None]:
-    """Within this block, BatchNorm statistics are summed in Darknet's sequential float32 order."""
+    """Within this block, BatchNorm statistics and gradients and conv weight/bias gradients are summed in
+    Darknet's float32 order."""
     previous = _ORDER["mode"]
     _ORDER["mode"] = "darknet"
     try:
@@ -41,14 +42,37 @@ def darknet_reduction_order() -> Iterator[None]:
         _ORDER["mode"] = previous
 
 
+def darknet_order() -> bool:
+    """Whether `darknet_reduction_order()` is active."""
+    return _ORDER["mode"] == "darknet"
+
+
+def _seq_sum(a: np.ndarray) -> np.ndarray:
+    """Float32 sum over the last axis, one element after another (np.sum would sum pairwise)."""
+    return np.add.accumulate(a, axis=-1, dtype=np.float32)[..., -1]
+
+
+def batch_lane_sum(a: np.ndarray) -> np.ndarray:
+    """Sum of a float32 (batch, ..., k) array over k, then over the batch image after image, as Darknet's
+    `sum += ...` loops with a local accumulator (sum_array, backward_scale_cpu, gemm_nt) run when gcc -Ofast
+    vectorises them for SSE2: 4 lane accumulators (lane l adds elements l, l+4, ...), combined as
+    (l0+l2)+(l1+l3), then the k%4 tail added one by one (the tail is not covered by the fixtures)."""
+    k4 = a.shape[-1] // 4 * 4
+    head = a[..., :k4].reshape(*a.shape[:-1], -1, 4)
+    zero = np.zeros((*a.shape[:-1], 1, 4), np.float32)  # 0 + x == x; keeps k < 4 working
+    lanes = np.add.accumulate(np.concatenate([zero, head], -2), axis=-2, dtype=np.float32)[..., -1, :]
+    per_image = (lanes[..., 0] + lanes[..., 2]) + (lanes[..., 1] + lanes[..., 3])
+    per_image = _seq_sum(np.concatenate([per_image[..., None], a[..., k4:]], -1))
+    return np.add.accumulate(per_image, axis=0, dtype=np.float32)[-1]
+
+
 def _channel_sum(x: Tensor) -> Tensor:
     """Per-channel sum over batch and space, in Darknet's loop order when asked for."""
     dims, _ = _stat_shape(x)
-    if _ORDER["mode"] == "fast":
+    if not darknet_order():
         return x.sum(dim=dims)
     flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).cpu().numpy()
-    seq = np.add.accumulate(flat, axis=1, dtype=np.float32)[:, -1]
-    return torch.from_numpy(seq).to(x.device)
+    return torch.from_numpy(_seq_sum(flat)).to(x.device)
 
 
 def _global_sum(t: Tensor) -> Tensor:
@@ -56,6 +80,30 @@ def _global_sum(t: Tensor) -> Tensor:
     from pydarknet.train.distributed import all_reduce_sum
 
     return all_reduce_sum(t)
+
+
+def _darknet_order_backward(grad: Tensor, centred: Tensor, x_norm: Tensor, var: Tensor, scale: Tensor,
+                            n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """backward_batchnorm_layer's arithmetic, operation for operation. It works on torch's gradient, which
+    is minus Darknet's delta: negation does not change float rounding."""
+    b, c = grad.shape[:2]
+    g, xc, xn = (t.detach().cpu().numpy().reshape(b, c, -1) for t in (grad, centred, x_norm))
+    grad_bias = batch_lane_sum(g)  # backward_bias
+    grad_scale = batch_lane_sum(g * xn)  # backward_scale_cpu
+    # Channel-major so that each row runs over (batch, spatial) as mean_delta_cpu/variance_delta_cpu do.
+    d = (g * scale.detach().cpu().numpy()[:, None]).swapaxes(0, 1).reshape(c, -1)  # scale_bias
+    xc = xc.swapaxes(0, 1).reshape(c, -1)
+    # Their float accumulators add one element at a time (no vectorisation: they accumulate in memory).
+    sums = _global_sum(torch.from_numpy(np.concatenate([_seq_sum(d), _seq_sum(d * xc)]))).numpy()
+    v = (var.cpu().numpy() + np.float32(BACKWARD_EPS)).astype(np.float64)  # `variance + .00001f`: float
+    mean_delta = (sums[:c] * (-1.0 / np.sqrt(v))).astype(np.float32)
+    var_delta = (sums[c:] * (-0.5 * v**-1.5)).astype(np.float32)
+    # normalize_delta_cpu computes in double (its constants are doubles) except mean_delta/(spatial*batch),
+    # a float division that -Ofast turns into a product with the float reciprocal.
+    dx = (d / np.sqrt(v)[:, None] + var_delta.astype(np.float64)[:, None] * 2.0 * xc / n
+          + (mean_delta * np.float32(1.0 / n))[:, None])
+    dx = dx.astype(np.float32).reshape(c, b, -1).swapaxes(0, 1).reshape(grad.shape)
+    return tuple(torch.from_numpy(t).to(grad.device) for t in (dx, grad_scale, grad_bias))
 
 
 class _DarknetBatchNormTrain(torch.autograd.Function):
@@ -86,6 +134,9 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
         grad = grad.float()
         _, shape = _stat_shape(grad)
         n = ctx.n
+        if darknet_order():
+            x_norm = centred * inv_std.view(shape)
+            return (*_darknet_order_backward(grad, centred, x_norm, var, scale, int(n)), None, None)
         grad_bias = _channel_sum(grad)
         grad_centred = _channel_sum(grad * centred)
         grad_scale = grad_centred * inv_std  # = sum(grad * x_norm)

@@ -5,12 +5,42 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
 from pydarknet.layers.activations import Activation, activation_option
-from pydarknet.layers.batchnorm import DarknetBatchNorm
+from pydarknet.layers.batchnorm import DarknetBatchNorm, batch_lane_sum, darknet_order
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+
+class _DarknetOrderConv(torch.autograd.Function):
+    """conv2d whose weight and bias gradients are summed in Darknet's float32 order: per image, gemm_nt's
+    `sum += delta*im2col` over the output positions and sum_array's over the deltas (both vectorised, see
+    batch_lane_sum), added image after image. Only for `darknet_reduction_order()` (parity checks)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv):  # noqa: ANN001
+        ctx.save_for_backward(x, weight)
+        ctx.conv, ctx.has_bias = conv, bias is not None
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        x, weight = ctx.saved_tensors
+        conv = ctx.conv
+        b, n, groups = grad.shape[0], grad.shape[1], conv.groups
+        grad_x = torch.nn.grad.conv2d_input(x.shape, weight, grad, conv.stride, conv.padding, conv.dilation,
+                                            groups)
+        # im2col rows are (channel, ky, kx), as in Darknet; per group: (batch, groups, 1, c*size*size, k).
+        cols = F.unfold(x.detach().float(), conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+        cols = cols.reshape(b, groups, 1, -1, cols.shape[-1]).cpu().numpy()
+        delta = grad.detach().float().reshape(b, groups, n // groups, 1, -1).cpu().numpy()
+        grad_w = torch.from_numpy(batch_lane_sum(delta * cols)).reshape(weight.shape).to(weight.device)
+        grad_b = None
+        if ctx.has_bias:
+            grad_b = torch.from_numpy(batch_lane_sum(delta.reshape(b, n, -1))).to(weight.device)
+        return grad_x, grad_w, grad_b, None
 
 
 class ConvLayer(nn.Module):
@@ -27,7 +57,10 @@ class ConvLayer(nn.Module):
         self.act = Activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
+        if self.training and darknet_order() and torch.is_grad_enabled():
+            y = _DarknetOrderConv.apply(x, self.conv.weight, self.conv.bias, self.conv)
+        else:
+            y = self.conv(x)
         if self.bn is not None:
             y = self.bn(y)
         return self.act(y)

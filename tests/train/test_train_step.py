@@ -22,6 +22,17 @@ def _conv_layers(net):
     return [(i, layer) for i, layer in enumerate(net.layers) if net.kinds[i] == "convolutional"]
 
 
+def _assert_updates_close(grad, theirs, what):
+    """Darknet's *_updates are negative gradients summed over the batch; README: rtol 1e-4.
+
+    Elements near zero are differences of float32 sums over up to 2*96*96 terms: a float32 rounding that
+    differs anywhere upstream (the region layer's softmax is not bit-identical to Darknet's) reaches them at
+    the scale of the summed terms, not of the result. Measured: up to 6e-6 of the array's largest element
+    (1e-3 on layer 0's weights), hence atol 1e-5 of it. Without darknet_reduction_order: up to 3e-2."""
+    ours = -grad.numpy().reshape(theirs.shape)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max(), err_msg=what)
+
+
 @pytest.mark.parametrize(("name", "run"), CASES)
 def test_one_step_matches_darknet(name, run, tmp_path):
     fixture = FIXTURES / name
@@ -43,8 +54,9 @@ def test_one_step_matches_darknet(name, run, tmp_path):
         update()
 
     trainer.update = capture
-    # Darknet sums BN statistics sequentially in float32 (~1e-4 relative off the exact value over
-    # 2*96*96 values); reproduce that order so the comparison measures semantics, not rounding.
+    # Darknet's float32 sums over 2*96*96 values (BN statistics and deltas, weight gradients) are ~1e-4
+    # relative off the exact ones; reproduce its summation order so that the comparison measures
+    # semantics, not rounding.
     with darknet_reduction_order():
         loss = trainer.step(images, truth)
 
@@ -55,14 +67,9 @@ def test_one_step_matches_darknet(name, run, tmp_path):
 
     ref = np.load(fixture / run / "grads_before_update.npz")
     for i, (w, b, s) in grads.items():
-        # Darknet's *_updates are negative gradients summed over the batch; README: rtol 1e-4.
-        np.testing.assert_allclose(-w.numpy().reshape(w.shape[0], -1), ref[f"weight_updates_{i:03d}"],
-                                   rtol=1e-4, atol=1e-5, err_msg=f"weights of layer {i}")
-        np.testing.assert_allclose(-b.numpy(), ref[f"bias_updates_{i:03d}"], rtol=1e-4, atol=1e-5,
-                                   err_msg=f"biases of layer {i}")
-        if s is not None:
-            np.testing.assert_allclose(-s.numpy(), ref[f"scale_updates_{i:03d}"], rtol=1e-4, atol=1e-5,
-                                       err_msg=f"scales of layer {i}")
+        for ours, key in ((w, "weight"), (b, "bias"), (s, "scale")):
+            if ours is not None:
+                _assert_updates_close(ours, ref[f"{key}_updates_{i:03d}"], f"{key}s of layer {i}")
 
     expected = pydarknet.load(fixture / "net.cfg")
     load_weights(expected, fixture / run / "updated.weights")
