@@ -18,6 +18,28 @@ class UnusedOptionWarning(UserWarning):
     """An option Darknet would ignore (Darknet prints `Unused field`)."""
 
 
+C_INT = range(-(2**31), 2**31)  # Darknet keeps integer options in C ints
+
+
+def _parse_int(raw: str) -> int | None:
+    """Darknet reads integers with atoi, which accepts "3.0" as 3; a value like "abc" is a typo, not 0.
+    None for text that is not a finite number."""
+    try:
+        return int(raw)
+    except ValueError:
+        value = _parse_float(raw)
+        return None if value is None else int(value)
+
+
+def _parse_float(raw: str) -> float | None:
+    """The finite number in `raw`, else None."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 @dataclass
 class Option:
     value: str
@@ -54,17 +76,12 @@ class Section:
         raw = self._raw(key)
         if raw is None:
             return default
-        try:
-            return int(raw)
-        except ValueError:
-            # Darknet uses atoi, which accepts "3.0" as 3; a value like "abc" is a typo, not 0.
-            try:
-                value = float(raw)
-            except ValueError:
-                raise self.error(f"{key}={raw!r} is not an integer", key) from None
-            if not math.isfinite(value):
-                raise self.error(f"{key}={raw!r} is not an integer", key) from None
-            return int(value)
+        value = _parse_int(raw)
+        if value is None:
+            raise self.error(f"{key}={raw!r} is not an integer", key)
+        if value not in C_INT:
+            raise self.error(f"{key}={raw!r} does not fit Darknet's 32-bit int", key)
+        return value
 
     def get_float(self, key: str, default: float) -> float:
         raw = self._raw(key)
@@ -83,10 +100,10 @@ class Section:
         if raw is None:
             return None
         items = [s for s in raw.split(",") if s != ""]
-        try:
-            return [kind(float(s)) if kind is int else kind(s) for s in items]
-        except ValueError:
-            raise self.error(f"{key}={raw!r} is not a comma-separated list of numbers", key) from None
+        values = [_parse_int(s) if kind is int else _parse_float(s) for s in items]
+        if any(v is None or (kind is int and v not in C_INT) for v in values):
+            raise self.error(f"{key}={raw!r} is not a comma-separated list of numbers", key)
+        return [kind(v) for v in values]
 
     def positive_int(self, key: str, default: int) -> int:
         value = self.get_int(key, default)

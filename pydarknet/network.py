@@ -13,6 +13,10 @@ from pydarknet.errors import DarknetError
 from pydarknet.layers.registry import Built, Context, Shape, build_layer
 from pydarknet.netconfig import NetConfig, parse_net
 
+# Layers that take Darknet's flat vectors as they are. A [softmax] output has no spatial layout (Darknet
+# leaves its out_w/out_h/out_c at 0), so convolutions, pools, routes with others etc. cannot follow it.
+FLAT_INPUT = {"connected", "softmax", "dropout", "cost"}
+
 
 class Darknet(nn.Module):
     """A Darknet network. `forward` returns the last non-[cost] layer's output in Darknet's layout."""
@@ -26,9 +30,16 @@ class Darknet(nn.Module):
         self.input_shape = shape
         shapes: list[Shape] = []
         built: list[Built] = []
+        flat: list[bool] = []  # outputs that are (batch, n) vectors, not (batch, c, h, w)
         for index, sec in enumerate(sections[1:]):
             ctx = Context(index, shape, shapes, self.cfg_path, self.net.batch)
             b = build_layer(sec, ctx)
+            reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)
+            reads_flat = any(flat[i] for i in reads)
+            if reads_flat and sec.kind not in FLAT_INPUT and not (sec.kind == "route" and len(reads) == 1):
+                raise sec.error("cannot read the flat output of a [softmax] (only [connected], [softmax], "
+                                "[dropout] and [cost] can)")
+            flat.append(sec.kind == "softmax" or (reads_flat and sec.kind in ("dropout", "cost", "route")))
             built.append(b)
             shapes.append(b.out)
             shape = b.out

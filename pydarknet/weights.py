@@ -29,6 +29,11 @@ def expected_floats(net, upto: int | None = None) -> int:  # noqa: ANN001
     return sum(t.numel() for _, layer in weighted_layers(net, upto) for t in layer.darknet_params())
 
 
+def _long_seen(major: int, minor: int) -> bool:
+    """Whether the header stores `seen` as a 64-bit size_t (else a 32-bit int), as Darknet decides."""
+    return (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
+
+
 def read_header(data: bytes, path: str | Path) -> tuple[tuple[int, int, int], int, int]:
     """((major, minor, revision), seen, header_bytes) as Darknet's load_weights reads them."""
     if len(data) < HEADER_INTS.size + 4:
@@ -36,10 +41,12 @@ def read_header(data: bytes, path: str | Path) -> tuple[tuple[int, int, int], in
     major, minor, revision = HEADER_INTS.unpack_from(data)
     if major < 0 or minor < 0 or revision < 0:
         raise DarknetError(f"bad header: version {major}.{minor}.{revision}", path, byte=0)
-    if (major * 10 + minor) >= 2 and major < 1000 and minor < 1000:
+    if _long_seen(major, minor):
         if len(data) < HEADER_INTS.size + 8:
             raise DarknetError("too short for a weights header", path, byte=len(data))
         (seen,) = struct.unpack_from("<Q", data, HEADER_INTS.size)
+        if seen >= 1 << 63:  # net.seen is an int64 buffer
+            raise DarknetError(f"bad header: seen={seen} images", path, byte=HEADER_INTS.size)
         return (major, minor, revision), seen, HEADER_INTS.size + 8
     (seen,) = struct.unpack_from("<i", data, HEADER_INTS.size)
     return (major, minor, revision), seen, HEADER_INTS.size + 4
@@ -89,7 +96,7 @@ def weights_bytes(net, upto: int | None = None) -> bytes:  # noqa: ANN001
     major, minor, revision = net.weights_header
     transpose = major > 1000 or minor > 1000
     parts = [HEADER_INTS.pack(major, minor, revision)]
-    if (major * 10 + minor) >= 2 and not transpose:
+    if _long_seen(major, minor):
         parts.append(struct.pack("<Q", net.seen))
     else:
         parts.append(struct.pack("<i", net.seen))

@@ -8,10 +8,9 @@ import time
 
 import pydarknet
 from pydarknet.classify import classifier_lines, classify
-from pydarknet.data.datafile import read_data_file
+from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.device import get_device
 from pydarknet.image import load_image
-from pydarknet.names import read_names
 
 
 def classifier_predict(args: argparse.Namespace) -> int:
@@ -19,7 +18,7 @@ def classifier_predict(args: argparse.Namespace) -> int:
     top = args.top if args.top is not None else int(options.get("top", 1) or 1)
     net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
     classes = net.shapes[net.output_index].size
-    names = read_names(options.get("names", "data/names.list"), classes, relative_to=args.data)
+    names = read_data_names(options, classes)
     start = time.time()
     predictions = classify(net, load_image(args.image), top)
     print(f"{args.image}: Predicted in {time.time() - start:f} seconds.", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import pydarknet
-from pydarknet.data.datafile import read_data_file
+from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.detect import decode_detections, detection_records, draw, network_input
 from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
@@ -95,7 +95,7 @@ def detector_test(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
     net = _load(args)
     classes = net.region.params.classes
-    names = read_names(options.get("names", "data/names.list"), classes, relative_to=args.data)
+    names = read_data_names(options, classes)
     images = expand_images(args.images) if args.images else [Path(p) for p in _prompted_images()]
     return run_detection(net, names, images, args)
 
@@ -106,8 +106,7 @@ def detect(args: argparse.Namespace) -> int:
     if args.names:
         names = read_names(args.names, classes)
     elif args.data:
-        names = read_names(read_data_file(args.data).get("names", "data/names.list"), classes,
-                           relative_to=args.data)
+        names = read_data_names(read_data_file(args.data), classes)
     else:
         names = default_names(classes)
     images = expand_images(args.images)

@@ -110,6 +110,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=160)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func="pydarknet.cli.tools:synth")
+
+    p = sub.add_parser("export", help="write a network as ONNX, TorchScript or a self-contained .pt")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("-o", "--out", required=True)
+    p.add_argument("--format", choices=("onnx", "torchscript", "pt"), default=None,
+                   help="default: from OUT's suffix (.onnx, .ts, .pt)")
+    p.add_argument("--with-decode", action="store_true", help="append the region decode: outputs boxes "
+                   "(network-relative xywh), objectness and class probs (onnx, torchscript)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.set_defaults(func="pydarknet.cli.export:export")
+
+    p = sub.add_parser("codegen", help="print PyTorch source of one nn.Module class for a cfg")
+    p.add_argument("cfg")
+    p.add_argument("--class-name", default="DarknetModel")
+    p.set_defaults(func="pydarknet.cli.export:codegen")
+
+    p = sub.add_parser("convert", help=".weights -> .pt (needs --cfg) or .pt -> .weights (byte for byte)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--cfg", default=None, help="the network's cfg (for .weights input)")
+    p.add_argument("--upto", type=int, default=None, help="a partial .weights file: its first UPTO layers")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.set_defaults(func="pydarknet.cli.export:convert")
+
+    weights = sub.add_parser("weights", help=".weights file tools").add_subparsers(dest="sub", required=True)
+    p = weights.add_parser("info", help="header, seen, float count; with a cfg: does it fit, layers covered")
+    p.add_argument("file")
+    p.add_argument("cfg", nargs="?")
+    p.set_defaults(func="pydarknet.cli.export:weights_info")
     return parser
 
 
@@ -134,3 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:
+        # A file or directory the user named cannot be created or written (reads report DarknetError).
+        if err.filename is None:
+            raise
+        print(f"pydarknet: {DarknetError(err.strerror or str(err), err.filename)}", file=sys.stderr)
+        return 2

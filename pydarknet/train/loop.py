@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,18 @@ def checkpoint_names(base: str, batch_num: int) -> list[str]:
     return names
 
 
+def _next_batch(batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next batch. torch re-raises a DataLoader worker's DarknetError as `DarknetError(traceback text)`,
+    without file or line; the text's last line holds the original one-line error, which is raised again."""
+    try:
+        return next(batches)
+    except DarknetError as err:
+        if err.file is not None or "Traceback" not in err.message:
+            raise
+        original = err.message.rstrip().rpartition("\n")[2].partition("DarknetError: ")[2]
+        raise DarknetError(original or err.message) from None
+
+
 def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None = None,
                    opts: TrainOptions | None = None) -> Path:
     """Train as `darknet detector train`; returns the final weights path."""
@@ -144,7 +157,7 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
                 dataset.set_size(size, size)
             count += 1
             t0 = time.time()
-            images, truth = next(batches)
+            images, truth = _next_batch(batches)
             try:
                 loss = trainer.step(images, truth)
             except FloatingPointError as err:
@@ -164,6 +177,10 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
                     net.save_weights(backup / name)
     finally:
         bar.close()
+    if info.is_main and (dataset.label_problems or dataset.skipped_images):
+        warnings.warn(f"skipped {dataset.label_problems} bad label lines or missing label files and "
+                      f"{dataset.skipped_images} unusable samples (--label-policy stop stops at the first)",
+                      stacklevel=2)
     final = backup / f"{base}_final.weights"
     if info.is_main:
         net.save_weights(final)
