@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pydarknet.data.datafile import read_data_file, read_list, resolve_path
+from pydarknet.data.datafile import read_data_file, read_data_names, read_list, resolve_path
 from pydarknet.data.labels import label_path, read_labels
 from pydarknet.detect import decode_detections, network_input
 from pydarknet.errors import DarknetError
@@ -65,12 +65,9 @@ def evaluate_map(net, images: list[str], names: list[str], thresh: float = 0.005
 
 def map_from_data_file(net, data_file: str | Path, thresh: float = 0.005, iou: float = 0.5,  # noqa: ANN001
                        progress: bool = True) -> MapResult:
-    from pydarknet.names import read_names
-
     options = read_data_file(data_file)
     if "valid" not in options:
         raise DarknetError("has no valid= list", data_file)
     valid = resolve_path(options["valid"], data_file)
-    names = read_names(options.get("names", "data/names.list"), net.region.params.classes,
-                       relative_to=data_file)
+    names = read_data_names(options, net.region.params.classes)
     return evaluate_map(net, read_list(valid), names, thresh, iou, relative_to=valid, progress=progress)

@@ -117,6 +117,9 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
         raise DarknetError("has no train= list", data_file)
     train_list = resolve_path(options["train"], data_file)
     backup = Path(options.get("backup", "backup"))
+    if info.is_main and backup.is_dir():
+        for stale in backup.glob(".*.tmp"):  # left behind by a kill during a checkpoint write
+            stale.unlink(missing_ok=True)
     torch.manual_seed(opts.seed)  # the same initial weights in every process and every run
     net = pydarknet.load(cfg_file, weights, device=device)
     if opts.clear:
