@@ -42,7 +42,7 @@ def main() -> int:
     work = Path(args.workdir)
     data = work / "shapes.data"
     if not data.exists():
-        make_shapes_dataset(work, n_train=args.train, n_valid=args.valid, size=(160, 160), seed=1)
+        make_shapes_dataset(work, n_train=args.train, n_valid=args.valid, size=(128, 128), seed=1)
     backup = Path(read_data_file(data)["backup"])
     shutil.rmtree(backup, ignore_errors=True)
     cfg = ROOT / "cfg" / "shapes.cfg"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pydarknet.image import resize_image
+
 
 def rand_uniform(rng: np.random.Generator, low: float, high: float) -> float:
     """Darknet's rand_uniform: swaps reversed bounds (dx's range is negative when the image grows)."""
@@ -138,4 +140,33 @@ def augment_detection(im: np.ndarray, boxes: np.ndarray, w: int, h: int, jitter:
     if flip:
         sized = sized[:, :, ::-1].copy()
     truth = fill_truth(boxes, max_boxes, -dx / w, -dy / h, nw / w, nh / h, flip, rng)
+    return sized, truth
+
+
+def crop_image(im: np.ndarray, dx: int, dy: int, w: int, h: int) -> np.ndarray:
+    """Darknet's crop_image: a w x h window at (dx, dy); outside the image the border pixel repeats."""
+    rows = np.clip(np.arange(dy, dy + h), 0, im.shape[1] - 1)
+    cols = np.clip(np.arange(dx, dx + w), 0, im.shape[2] - 1)
+    return im[:, rows][:, :, cols]
+
+
+def augment_detection_crop(im: np.ndarray, boxes: np.ndarray, w: int, h: int, jitter: float, hue: float,
+                           saturation: float, exposure: float, max_boxes: int,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One training sample as the YOLOv2-era load_data_detection makes it: crop each side by up to
+    `jitter` of the image (negative = pad with the border), resize_image to w x h, flip, HSV distortion.
+    (The later final-commit loader scales to [.25, 2] of the net on a grey canvas: augment_detection.)"""
+    _, oh, ow = im.shape
+    dw, dh = int(ow * jitter), int(oh * jitter)
+    pleft, pright = int(rand_uniform(rng, -dw, dw)), int(rand_uniform(rng, -dw, dw))
+    ptop, pbot = int(rand_uniform(rng, -dh, dh)), int(rand_uniform(rng, -dh, dh))
+    swidth, sheight = ow - pleft - pright, oh - ptop - pbot
+    sx, sy = np.float32(swidth) / np.float32(ow), np.float32(sheight) / np.float32(oh)
+    flip = bool(rng.integers(2))
+    sized = resize_image(crop_image(im, pleft, ptop, swidth, sheight), w, h)
+    if flip:
+        sized = sized[:, :, ::-1].copy()
+    sized = random_distort_image(sized, hue, saturation, exposure, rng)
+    dx, dy = float(np.float32(pleft) / ow / sx), float(np.float32(ptop) / oh / sy)
+    truth = fill_truth(boxes, max_boxes, dx, dy, float(1 / sx), float(1 / sy), flip, rng)
     return sized, truth

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from pydarknet.data.augment import augment_detection, fill_truth, random_distort_image
+from pydarknet.data.augment import augment_detection, augment_detection_crop, fill_truth, random_distort_image
 from pydarknet.data.datafile import read_list, resolve_path
 from pydarknet.data.labels import LabelPolicy, label_path, read_labels
 from pydarknet.errors import DarknetError
@@ -28,6 +28,9 @@ from pydarknet.image import letterbox_geometry, letterbox_image, load_image, res
 from pydarknet.names import read_names
 
 logger = logging.getLogger(__name__)
+
+
+LOADERS = {"crop": augment_detection_crop, "canvas": augment_detection}
 
 
 class SampleKey(NamedTuple):
@@ -170,8 +173,14 @@ class DetectionDataset(ImageListDataset):
     def __init__(self, images: str | Path | Sequence[str | Path], width: int, height: int,
                  jitter: float = 0.2, hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0,
                  max_boxes: int = 30, label_policy: LabelPolicy = "skip", augment: bool = True,
-                 letterbox: bool = False, classes: int | None = None, seed: int | None = None) -> None:
+                 letterbox: bool = False, classes: int | None = None, seed: int | None = None,
+                 loader: str = "crop") -> None:
+        """`loader`: "crop" = the YOLOv2-era jitter crop (default), "canvas" = the final commit's
+        [.25, 2] scale on a grey canvas."""
         super().__init__(images, width, height, label_policy, seed)
+        if loader not in LOADERS:
+            raise ValueError(f"loader must be one of {sorted(LOADERS)}, not {loader!r}")
+        self.loader = loader
         if not 0 <= jitter < 1:
             raise DarknetError(f"jitter={jitter} must be in [0, 1)")
         self.jitter, self.hue, self.saturation, self.exposure = jitter, hue, saturation, exposure
@@ -184,8 +193,8 @@ class DetectionDataset(ImageListDataset):
         labels = read_labels(labels_file, self.label_policy, self.classes)
         self._problems(labels.problems)
         if self.augment:
-            return augment_detection(image, labels.boxes, width, height, self.jitter, self.hue,
-                                     self.saturation, self.exposure, self.max_boxes, rng)
+            return LOADERS[self.loader](image, labels.boxes, width, height, self.jitter, self.hue,
+                                        self.saturation, self.exposure, self.max_boxes, rng)
         if not self.letterbox:
             return resize_image(image, width, height), fill_truth(labels.boxes, self.max_boxes)
         new_w, new_h = letterbox_geometry(image.shape[2], image.shape[1], width, height)

@@ -35,6 +35,7 @@ class TrainOptions:
     label_policy: str = "skip"
     seed: int = 0
     progress: bool = True
+    loader: str = "crop"
 
 
 class GlobalBatchSampler(Sampler[list[SampleKey]]):
@@ -132,7 +133,7 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
     dataset = DetectionDataset(train_list, cfg.width, cfg.height, jitter=region.params.jitter, hue=cfg.hue,
                                saturation=cfg.saturation, exposure=cfg.exposure,
                                max_boxes=region.params.max_boxes, label_policy=opts.label_policy,
-                               classes=region.params.classes, seed=opts.seed)
+                               classes=region.params.classes, seed=opts.seed, loader=opts.loader)
     sampler = GlobalBatchSampler(dataset, cfg.batch, cfg.subdivisions, info, opts.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, collate_fn=collate,
                         persistent_workers=opts.workers > 0, pin_memory=device.type == "cuda",
