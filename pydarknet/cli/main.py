@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
                    help="bad label lines: skip and count (default) or stop with the file:line")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loader", choices=("crop", "canvas"), default="crop",
+                   help="augmentation: YOLOv2-era jitter crop (default) or the final commit's [.25, 2] scale "
+                   "on a grey canvas")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.train:detector_train")
 
