@@ -95,6 +95,21 @@ def _next_batch(batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
         raise DarknetError(original or err.message) from None
 
 
+def load_for_training(cfg_file: str | Path, weights: str | Path | None, device: torch.device):  # noqa: ANN201
+    """The network to train: like Darknet, a partial file (e.g. darknet19_448.conv.23, written by
+    `pydarknet partial`) fills the leading layers it covers and the rest keep their initialisation."""
+    upto = None
+    if weights is not None:
+        from pydarknet.export.convert import weights_info
+
+        info = weights_info(weights, cfg_file)
+        if not info["fits"] and info["ends_at_layer"] and 0 < info["floats"] < info["expected_floats"]:
+            upto = info["layers_covered"]
+            warnings.warn(f"{weights}: a partial weights file: loading its first {upto} layers",
+                          stacklevel=2)
+    return pydarknet.load(cfg_file, weights, device=device, upto=upto)
+
+
 def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None = None,
                    opts: TrainOptions | None = None) -> Path:
     """Train as `darknet detector train`; returns the final weights path."""
@@ -122,7 +137,7 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
         for stale in backup.glob(".*.tmp"):  # left behind by a kill during a checkpoint write
             stale.unlink(missing_ok=True)
     torch.manual_seed(opts.seed)  # the same initial weights in every process and every run
-    net = pydarknet.load(cfg_file, weights, device=device)
+    net = load_for_training(cfg_file, weights, device)
     if opts.clear:
         net.seen = 0
     region = net.region
