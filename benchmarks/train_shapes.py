@@ -24,7 +24,7 @@ import torch
 import pydarknet
 from pydarknet.data.datafile import read_data_file
 from pydarknet.data.synthetic import make_shapes_dataset
-from pydarknet.evaluate.detector_map import map_from_data_file
+from pydarknet.evaluate.detector_map import evaluate_map
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--valid", type=int, default=300)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--eval-images", type=int, default=100, help="held-out images scored per checkpoint")
+    ap.add_argument("--eval-only", action="store_true", help="score the checkpoints of an earlier run")
     ap.add_argument("--install", action="store_true")
     args = ap.parse_args()
 
@@ -44,15 +46,20 @@ def main() -> int:
     if not data.exists():
         make_shapes_dataset(work, n_train=args.train, n_valid=args.valid, size=(128, 128), seed=1)
     backup = Path(read_data_file(data)["backup"])
-    shutil.rmtree(backup, ignore_errors=True)
     cfg = ROOT / "cfg" / "shapes.cfg"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.workers} loader workers")
-    start = time.time()
-    cmd = [sys.executable, "-m", "pydarknet", "detector", "train", str(data), str(cfg), "--workers",
-           str(args.workers), "--minutes", str(args.minutes), "--darknet-log"]
-    log = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    wall = time.time() - start
+    if args.eval_only:
+        log = (backup / "train.log").read_text()
+        start, wall = float(log.splitlines()[0].split()[1]), float(log.splitlines()[0].split()[2])
+    else:
+        shutil.rmtree(backup, ignore_errors=True)
+        start = time.time()
+        cmd = [sys.executable, "-m", "pydarknet", "detector", "train", str(data), str(cfg), "--workers",
+               str(args.workers), "--minutes", str(args.minutes), "--darknet-log"]
+        log = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        wall = time.time() - start
+        (backup / "train.log").write_text(f"# {start} {wall}\n{log}")
     lines = [m for m in re.finditer(r"^(\d+): [\d.]+, ([\d.]+) avg", log, re.M)]
     batches = int(lines[-1].group(1)) if lines else 0
     net_cfg = pydarknet.load(cfg).net
@@ -61,10 +68,12 @@ def main() -> int:
 
     print("minutes  batch  avg_loss  mAP@.5")
     checkpoints = sorted(backup.glob("shapes_*.weights"), key=lambda p: p.stat().st_mtime)
+    valid = Path(read_data_file(data)["valid"]).read_text().split()
+    names = Path(read_data_file(data)["names"]).read_text().split()
     best = None
     for ckpt in checkpoints:
         net = pydarknet.load(cfg, ckpt)
-        result = map_from_data_file(net, data, progress=False)
+        result = evaluate_map(net, valid[:args.eval_images], names, relative_to=data, progress=False)
         match = re.search(r"_(\d+)\.weights$", ckpt.name)
         i = int(match.group(1)) if match else batches
         loss = next((m.group(2) for m in lines if int(m.group(1)) == i), "-")
@@ -83,7 +92,6 @@ def main() -> int:
     if args.install:
         shutil.copy(backup / "shapes_final.weights", ROOT / "models" / "shapes.weights")
         shutil.copy(read_data_file(data)["names"], ROOT / "data" / "shapes.names")
-        valid = Path(read_data_file(data)["valid"]).read_text().split()
         shutil.copy(valid[0], ROOT / "data" / "shapes.jpg")
     return 0
 
