@@ -1,0 +1,30 @@
+"""A CI-sized run of the README's training: from scratch on a few hundred synthetic images, the loss
+falls and held-out mAP@.5 rises far above chance (the full 20-minute run is benchmarks/train_shapes.py)."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import ROOT
+from pydarknet.cli.main import main
+from pydarknet.data.synthetic import make_shapes_dataset
+
+
+def test_training_learns_shapes(tmp_path, capsys):
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=400, n_valid=60, size=(96, 96), seed=7)
+    cfg = (ROOT / "cfg" / "shapes.cfg").read_text()
+    cfg = cfg.replace("width=128\nheight=128", "width=96\nheight=96").replace("batch=32", "batch=16")
+    cfg = cfg.replace("burn_in=100", "burn_in=20").replace("max_batches=1200", "max_batches=400")
+    cfg = cfg.replace("steps=700,1000", "steps=330,370")
+    (tmp_path / "small.cfg").write_text(cfg)
+    args = ["detector", "train", str(data), str(tmp_path / "small.cfg"), "--workers", "1", "--darknet-log"]
+    assert main(args) == 0
+    log = capsys.readouterr().out
+    avg = [float(m) for m in re.findall(r"^\d+: [\d.]+, ([\d.]+) avg", log, re.M)]
+    assert len(avg) == 400
+    assert avg[-1] < 0.5 * avg[10]
+    final = tmp_path / "shapes" / "backup" / "small_final.weights"
+    assert main(["detector", "map", str(data), str(tmp_path / "small.cfg"), str(final)]) == 0
+    m = re.search(r"mAP@\.5\) = ([\d.]+)", capsys.readouterr().out)
+    # Measured: an untrained net scores ~0.004 (chance); this seeded run 0.034; the 20-minute run ~0.7.
+    assert float(m.group(1)) > 0.02
