@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pydarknet.image import letterbox_geometry
 from pydarknet.region.wordtree import Tree, hierarchy_predictions, hierarchy_top_prediction_region
 
 
@@ -25,17 +26,10 @@ class RegionBoxes(NamedTuple):
     probs: Tensor  # (N, classes), or (N, len(map)) for a tree with a map; values <= thresh are 0
 
 
-def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int, int]:
-    """(new_w, new_h) of the image inside Darknet's letterboxed network input (float32 ratio test)."""
-    if np.float32(net_w) / np.float32(img_w) < np.float32(net_h) / np.float32(img_h):
-        return net_w, img_h * net_w // img_w
-    return img_w * net_h // img_h, net_h
-
-
 def correct_region_boxes(boxes: Tensor, img_w: int, img_h: int, net_w: int, net_h: int,
                          relative: bool = True) -> Tensor:
     """Undo the letterbox: network-relative (N, 4) xywh -> image-relative (pixels unless `relative`)."""
-    new_w, new_h = letterbox_size(img_w, img_h, net_w, net_h)
+    new_w, new_h = letterbox_geometry(img_w, img_h, net_w, net_h)
     x, y, w, h = boxes.unbind(1)
     # C: b.x = (b.x - (netw - new_w)/2./netw) / ((float)new_w/netw), in double, stored as float.
     x = ((x.double() - (net_w - new_w) / 2.0 / net_w) / float(np.float32(new_w) / np.float32(net_w))).float()

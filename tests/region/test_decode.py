@@ -19,8 +19,9 @@ import pydarknet
 from conftest import cfg_for, infer_dirs
 from pydarknet.boxes import do_nms_sort
 from pydarknet.detection import darknet_lines, detections
+from pydarknet.image import letterbox_geometry
 from pydarknet.names import read_names
-from pydarknet.region.decode import correct_region_boxes, get_region_boxes, letterbox_size, tree_region_output
+from pydarknet.region.decode import correct_region_boxes, get_region_boxes, tree_region_output
 
 NETS = ["mini_voc", "mini_tiny", "mini_9k"]
 NAMES = {"mini_voc": "data/voc.names", "mini_tiny": "data/voc.names", "mini_9k": "data/9k.names"}
@@ -119,9 +120,9 @@ def test_detections_equal_dets_post_nms(infer_dir):
 
 
 def test_letterbox_size_and_pixel_boxes():
-    assert letterbox_size(768, 576, 96, 96) == (96, 72)
-    assert letterbox_size(768, 576, 48, 32) == (42, 32)
-    assert letterbox_size(773, 512, 128, 96) == (128, 84)
+    assert letterbox_geometry(768, 576, 96, 96) == (96, 72)
+    assert letterbox_geometry(768, 576, 48, 32) == (42, 32)
+    assert letterbox_geometry(773, 512, 128, 96) == (128, 84)
     boxes = torch.tensor([[0.5, 0.5, 0.25, 0.5]])
     rel = correct_region_boxes(boxes, 768, 576, 96, 96)
     torch.testing.assert_close(rel, torch.tensor([[0.5, 0.5, 0.25, 0.5 * 96 / 72]]))
