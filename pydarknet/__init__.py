@@ -14,10 +14,15 @@ __version__ = "0.1.0"
 
 
 def load(cfg: str | Path, weights: str | Path | None = None, device: str | torch.device = "cpu",
-         upto: int | None = None) -> Darknet:
+         upto: int | None = None, fast: bool = False) -> Darknet:
     """Build the network of a Darknet `.cfg`, fill it from a `.weights` file, put it in eval mode.
 
-    `upto` loads only the first `upto` layers' weights (Darknet's `partial` files)."""
+    `upto` loads only the first `upto` layers' weights (Darknet's `partial` files). `fast` rebuilds it
+    for inference only (outputs within float rounding; no training or saving): see `pydarknet.fast`."""
+    if fast:
+        from pydarknet.fast import load_for_inference
+
+        return load_for_inference(cfg, weights, device, upto)
     net = build_network(cfg)
     if weights is not None:
         net.load_weights(weights, upto=upto)

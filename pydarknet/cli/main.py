@@ -31,6 +31,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     p.add_argument("--resize", action="store_true", help="plain resize instead of Darknet's letterbox")
+    p.add_argument("--fast", action="store_true", help="CPU fast path: BN folded, packed and Winograd convs "
+                   "(outputs within float rounding of the exact ones; see pydarknet.fast)")
     _add_device(p)
 
 

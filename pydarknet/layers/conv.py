@@ -73,15 +73,23 @@ class ConvLayer(nn.Module):
         return [self.conv.bias, self.conv.weight]
 
     @torch.no_grad()
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(weight, bias) of the conv with BN folded in, for inference: the same Darknet formula."""
+        if self.bn is None:
+            return self.conv.weight, self.conv.bias
+        mult, offset = self.bn.folded()
+        return self.conv.weight * mult.view(-1, 1, 1, 1), offset
+
+    @torch.no_grad()
     def fold_batchnorm(self) -> None:
         """Fold BN into the conv (inference only): the same Darknet formula, one op fewer."""
         if self.bn is None:
             return
-        mult, offset = self.bn.folded()
+        weight, bias = self.folded()
         folded = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size,
                            self.conv.stride, self.conv.padding, groups=self.conv.groups, bias=True)
-        folded.weight.copy_(self.conv.weight * mult.view(-1, 1, 1, 1))
-        folded.bias.copy_(offset)
+        folded.weight.copy_(weight)
+        folded.bias.copy_(bias)
         self.conv, self.bn = folded.to(self.conv.weight.device), None
 
 

@@ -1,0 +1,223 @@
+"""Opt-in CPU inference fast path: the same network with its convolutions rebuilt for speed.
+
+`optimize_for_inference(net)` (or `pydarknet.load(cfg, weights, fast=True)`) changes the network in place:
+
+- BatchNorm is folded into the conv weights and biases with Darknet's formula (`ConvLayer.folded`);
+- a conv becomes one oneDNN primitive with pre-packed weights and its activation fused, on channels_last
+  activations (torch's own conv reorders the weights on every call and runs the activation separately);
+- a 3x3 stride-1 conv with many input channels becomes Winograd F(2x2, 3x3) or F(4x4, 3x3): 16
+  multiplies per 2x2 outputs instead of 36, or 36 per 4x4 instead of 144, as three matrix products
+  (`winograd_tile` says where);
+- the network is built without random initialisation when a weights file fills every tensor.
+
+Outputs move by float rounding only (tests/test_fast_path.py states the tolerance). The result is for
+inference: it cannot be trained or saved. Off the CPU only the BatchNorm folding applies.
+Measurements of each step: benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from pydarknet.errors import DarknetError
+from pydarknet.layers.activations import Activation
+from pydarknet.layers.conv import ConvLayer
+from pydarknet.network import Darknet, build_network
+
+# Darknet activations that oneDNN applies inside the conv: (oneDNN post-op, its scalars).
+_FUSED = {"linear": ("none", []), "leaky": ("leaky_relu", [0.1]), "relu": ("relu", [])}
+
+# Winograd F(m x m, 3 x 3) for cross-correlation (Lavin & Gray 2015): Y = At [(G g Gt) * (Bt d B)] A on
+# (m+2) x (m+2) input tiles; {m: (Bt, G, At)}. Every At has a column of ones: the product at (that
+# column, that column) reaches every output with weight 1, so the bias is added there, inside the GEMM.
+_WINOGRAD = {
+    2: ([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+        [[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]],
+        [[1, 1, 1, 0], [0, 1, -1, -1]]),
+    4: ([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+        [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+        [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
+}
+_ONES_COLUMN = 1
+# Past this many output pixels per call (batch x h x w) the transforms' memory traffic outweighs the
+# products saved: a conv with small weights (<= _SMALL_WEIGHTS floats) also keeps a direct version then.
+_WINOGRAD_MAX_PIXELS = 12_000
+_SMALL_WEIGHTS = 1 << 20
+_libc: ctypes.CDLL | None = None
+
+
+class _SkipInit(TorchFunctionMode):
+    """Random initialisation as a no-op: wasted work when a weights file overwrites every tensor."""
+
+    _INIT = {Tensor.normal_, Tensor.uniform_, Tensor.zero_, nn.init.kaiming_uniform_, nn.init.uniform_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func in self._INIT:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+class _InferenceConv(nn.Module):
+    """Base of the rebuilt convs: inference only, and not written back to a .weights file."""
+
+    def __init__(self, activation: str) -> None:
+        super().__init__()
+        self.act = None if activation in _FUSED else Activation(activation)
+
+    def darknet_params(self) -> list[Tensor]:
+        raise DarknetError("an inference-optimized network cannot be saved: load it without fast=True")
+
+    def check_eval(self) -> None:
+        if self.training:
+            raise DarknetError("an inference-optimized network cannot be trained: load it without fast=True")
+
+
+class PackedConv(_InferenceConv):
+    """A conv as oneDNN runs it: weights reordered once into its blocked layout, activation fused."""
+
+    def __init__(self, layer: ConvLayer, in_shape: list[int]) -> None:
+        super().__init__(layer.act.name)
+        conv = layer.conv
+        weight, bias = layer.folded()
+        self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        # The layout is chosen for `in_shape`; other batch sizes run with it as well.
+        self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), *self.args, in_shape)
+        # A parameter (frozen), so that `next(net.parameters())` still tells the device.
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.attr, self.scalars = _FUSED.get(layer.act.name, ("none", []))
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_eval()
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.args, self.attr,
+                                                    self.scalars, None)
+        return y if self.act is None else self.act(y)
+
+
+class WinogradConv(_InferenceConv):
+    """A 3x3, stride 1, pad 1 conv as Winograd F(m x m, 3 x 3) on NHWC data: (m+2)^2 multiplies per m x m
+    outputs instead of 9 m^2. Input tiles are transformed by one GEMM, the (m+2)^2 channel products are
+    one batched GEMM (bias included), the outputs are transformed by one GEMM."""
+
+    def __init__(self, layer: ConvLayer, m: int, direct: PackedConv | None = None) -> None:
+        super().__init__(layer.act.name)
+        self.direct = direct
+        bt, g, at = (torch.tensor(t, dtype=torch.float64) for t in _WINOGRAD[m])
+        t = m + 2
+        # The transform is linear per filter: Darknet's BN multiplier (ConvLayer.folded) is applied to
+        # its result, which spares a folded copy of the weights.
+        weight = layer.conv.weight.detach()
+        mult, bias = (None, layer.conv.bias.detach()) if layer.bn is None else layer.bn.folded()
+        k, c = weight.shape[:2]
+        kron_g = torch.kron(g, g).float()  # (t^2, 9): G g Gt of a flattened 3x3 g
+        u = torch.empty(t * t, c, k)
+        for start in range(0, k, 256):  # in slices of filters, so that the temporaries stay small
+            part = weight[start:start + 256]
+            flat = part.reshape(len(part), c * 9).t().contiguous().view(c, 9, len(part))
+            u[:, :, start:start + 256] = torch.matmul(kron_g, flat).permute(1, 0, 2)
+        if mult is not None:
+            u.mul_(mult)
+        self.m = m
+        self.u = nn.Parameter(u, requires_grad=False)
+        slot_bias = torch.zeros(t * t, 1, k)
+        slot_bias[_ONES_COLUMN * t + _ONES_COLUMN, 0] = bias
+        self.register_buffer("slot_bias", slot_bias, persistent=False)
+        self.register_buffer("bt", torch.kron(bt, bt).float(), persistent=False)
+        self.register_buffer("at", torch.kron(at, at).float(), persistent=False)
+        self.slope = 0.1 if layer.act.name == "leaky" else 0.0 if layer.act.name == "relu" else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_eval()
+        n, c, h, w = x.shape
+        if self.direct is not None and n * h * w > _WINOGRAD_MAX_PIXELS:
+            return self.direct(x)
+        m, t, k = self.m, self.m + 2, self.u.shape[2]
+        th, tw = -(-h // m), -(-w // m)
+        # NHWC, padded by 1 and up to whole m x m output tiles.
+        xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * tw - w + 1, 1, m * th - h + 1))
+        s = xp.stride()
+        tiles = xp.as_strided((t, t, n, th, tw, c), (s[1], s[2], s[0], m * s[1], m * s[2], s[3]))
+        v = torch.mm(self.bt, tiles.reshape(t * t, -1))
+        products = torch.baddbmm(self.slot_bias, v.view(t * t, n * th * tw, c), self.u)
+        y = torch.mm(self.at, products.view(t * t, -1))
+        if self.slope is not None:
+            F.leaky_relu_(y, self.slope)  # elementwise: the same before the tiles are put in place
+        elif self.act is not None:
+            y = self.act(y)
+        out = torch.empty(n, th, m, tw, m, k, dtype=x.dtype, device=x.device)
+        out.copy_(y.view(m, m, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
+        return out.view(n, m * th, m * tw, k)[:, :h, :w].permute(0, 3, 1, 2)
+
+
+def winograd_tile(layer: ConvLayer, h: int, w: int) -> int:
+    """The m of the Winograd F(m x m, 3 x 3) that beat the direct oneDNN conv for this conv on an h x w map,
+    or 0 (per-shape timings in benchmarks/README.md): from 128 input channels and 8x8 maps (7x7 pads to
+    8x8 tiles, a third wasted). m = 4 (fewer products, more transform work) from 24x24 maps, where its
+    weights (36/9 of the conv's, against 16/9 for m = 2) stay small."""
+    conv = layer.conv
+    if (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) != ((3, 3), (1, 1), (1, 1),
+                                                                                      (1, 1), 1):
+        return 0
+    if conv.in_channels < 128 or min(h, w) < 8:
+        return 0
+    return 4 if min(h, w) >= 24 and conv.weight.numel() <= _SMALL_WEIGHTS else 2
+
+
+def _trim_heap() -> None:
+    """Return the heap's free pages to the OS (glibc's malloc_trim): the weights of each replaced layer
+    leave a hole the next layer's may not fit in, which would otherwise stay resident."""
+    global _libc
+    if _libc is None and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+@torch.no_grad()
+def optimize_for_inference(net: Darknet, winograd: bool = True) -> Darknet:
+    """Rebuild `net`'s convolutions for CPU inference, in place (see the module docstring), and return it
+    in eval mode. `winograd=False` keeps every conv direct."""
+    if next(net.buffers()).device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return net.fold_batchnorm().eval()
+    inputs = [net.input_shape, *net.shapes[:-1]]
+    convs = [i for i, layer in enumerate(net.layers) if isinstance(layer, ConvLayer)]
+    # Largest weights first: each rebuilt conv holds more than the one it replaces, so the memory in use
+    # peaks at the end, where the temporaries of a small layer add little to it.
+    for i in sorted(convs, key=lambda j: -net.layers[j].conv.weight.numel()):
+        layer, shape = net.layers[i], [1, inputs[i].c, inputs[i].h, inputs[i].w]
+        m = winograd_tile(layer, shape[2], shape[3]) if winograd else 0
+        direct = PackedConv(layer, shape) if not m or layer.conv.weight.numel() <= _SMALL_WEIGHTS else None
+        net.layers[i] = WinogradConv(layer, m, direct) if m else direct
+        del layer
+        _trim_heap()
+    return net.eval()  # the new modules too
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Within this block, building a network leaves its weights uninitialised (fill them all after)."""
+    with _SkipInit():
+        yield
+
+
+def load_for_inference(cfg: str | Path, weights: str | Path | None, device: str | torch.device = "cpu",
+                       upto: int | None = None) -> Darknet:
+    """`pydarknet.load(..., fast=True)`: build without random initialisation when the weights file fills
+    every tensor, load, move, `optimize_for_inference`."""
+    with skip_init() if weights is not None and upto is None else contextlib.nullcontext():
+        net = build_network(cfg)
+    if weights is not None:
+        net.load_weights(weights, upto=upto)
+    return optimize_for_inference(net.to(torch.device(device)))
