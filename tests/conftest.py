@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+import pydarknet
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
@@ -30,3 +34,17 @@ def cfg_for(infer_dir: Path) -> Path:
 def _run_from_darknet_layout(monkeypatch: pytest.MonkeyPatch) -> None:
     # Fixture cfgs name data/9k.tree etc. relative to the working directory, as Darknet does.
     monkeypatch.chdir(ROOT)
+
+
+def fixture_net(name: str) -> pydarknet.Darknet:
+    return pydarknet.load(FIXTURES / name / "net.cfg", FIXTURES / name / "net.weights")
+
+
+def fixture_batch(net: pydarknet.Darknet, name: str, size: int) -> torch.Tensor:
+    """`size` fixture inputs of the net's input size; mirrored copies where the fixture has fewer."""
+    s = net.input_shape
+    images = [a for a in (np.load(p) for p in sorted((FIXTURES / name).glob("infer_*/input.npy")))
+              if a.shape == (s.c, s.h, s.w)]
+    flips = [(), (2,), (1,), (1, 2)]
+    picked = [np.flip(images[i % len(images)], flips[i // len(images)]) for i in range(size)]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(picked)))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import FIXTURES
+from conftest import FIXTURES, fixture_net
 from pydarknet.cfg import parse_cfg_text
 from pydarknet.cli.main import main
 from pydarknet.export import codegen, export_state_dict
@@ -51,10 +51,6 @@ TREE_SOFTMAX_CFG = ("[net]\nwidth=2\nheight=2\nchannels=3\n[convolutional]\nfilt
                     "activation=linear\n[softmax]\ntree=data/9k.tree\n")
 CFGS = {"zoo": ZOO_CFG, "tree_softmax": TREE_SOFTMAX_CFG,
         **{f"region_softmax{s}_background{b}": REGION_CFG.format(s, b) for s, b in ((0, 0), (1, 1), (0, 1))}}
-
-
-def fixture_net(name: str) -> pydarknet.Darknet:
-    return pydarknet.load(FIXTURES / name / "net.cfg", FIXTURES / name / "net.weights")
 
 
 def text_net(text: str) -> Darknet:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import FIXTURES
+from conftest import FIXTURES, fixture_batch, fixture_net
 from pydarknet.cli.main import main
 from pydarknet.errors import DarknetError
 from pydarknet.export import RegionDecode, export_onnx
@@ -25,20 +25,6 @@ ort = pytest.importorskip("onnxruntime")
 NETS = ["mini_voc", "mini_tiny", "mini_cls", "mini_9k"]
 REGION_NETS = ["mini_voc", "mini_tiny", "mini_9k"]
 TOL = 1e-4
-
-
-def fixture_net(name: str) -> pydarknet.Darknet:
-    return pydarknet.load(FIXTURES / name / "net.cfg", FIXTURES / name / "net.weights")
-
-
-def fixture_batch(net: pydarknet.Darknet, name: str, size: int) -> torch.Tensor:
-    """`size` fixture inputs of the net's input size; mirrored copies where the fixture has fewer."""
-    s = net.input_shape
-    images = [a for a in (np.load(p) for p in sorted((FIXTURES / name).glob("infer_*/input.npy")))
-              if a.shape == (s.c, s.h, s.w)]
-    flips = [(), (2,), (1,), (1, 2)]
-    picked = [np.flip(images[i % len(images)], flips[i // len(images)]) for i in range(size)]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(picked)))
 
 
 def randomize(net: pydarknet.Darknet, seed: int) -> None:
