@@ -12,8 +12,10 @@ import warnings
 
 from pydarknet.errors import DarknetError
 
-HIER_HELP = ("WordTree threshold (YOLO9000): starting at the root, descend to the most likely child "
-             "while the product of probabilities along the path stays above it; lower = more specific "
+HIER_HELP = ("WordTree threshold (YOLO9000): from the root group, take the group's most likely class and "
+             "descend into its children while p*P > HIER, where P is that class's probability (its "
+             "conditional ones multiplied up to the root) and p the product of the P of the classes already "
+             "taken; report the last class taken (a root's best class at least); lower = more specific "
              "classes, higher = more general ones (Darknet's -hier, default .5)")
 
 
@@ -68,14 +70,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.train:detector_train")
 
-    p = det.add_parser("map", help="VOC-style AP per class at IoU .5 on the valid list")
+    p = det.add_parser("demo", help="detect on every frame of a video file or camera, write the annotated video")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("video", nargs="?", help="video file, or camera index (default: camera -c)")
+    p.add_argument("-c", dest="camera", type=int, default=0, help="camera index when no VIDEO (default 0)")
+    p.add_argument("-out_filename", "--out-filename", default="predictions.avi",
+                   help="annotated video, same size and fps as the input (.avi MJPG, .mp4; default predictions.avi)")
+    p.add_argument("-thresh", "--thresh", type=float, default=0.5, help="detection threshold (default .5)")
+    p.add_argument("-hier", "--hier", type=float, default=0.5, help=HIER_HELP)
+    p.add_argument("-nms", "--nms", type=float, default=0.4, help="do_nms_obj IoU threshold (Darknet's demo: .4)")
+    p.add_argument("-avg", "--avg", type=int, default=3, help="average the region output over this many frames "
+                   "as Darknet's demo does (default 3; the history starts at zeros, so the first frames detect "
+                   "less); 1 = each frame alone")
+    p.add_argument("-dont_show", "--dont-show", action="store_true", help="accepted for Darknet compatibility")
+    p.add_argument("--fast", action="store_true", help="CPU fast path (see `detect --fast`)")
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.demo:detector_demo")
+
+    p = det.add_parser("map", help="VOC2010+ area and VOC2007 11-point AP per class on the valid list")
     p.add_argument("data")
     p.add_argument("cfg")
     p.add_argument("weights")
     p.add_argument("-thresh", "--thresh", type=float, default=0.005)
     p.add_argument("-iou", "--iou", type=float, default=0.5)
+    p.add_argument("--coco", action="store_true", help="also COCO mAP@[.5:.95] (needs pycocotools: the coco extra)")
+    p.add_argument("--pr-dir", default=None, help="write a precision-recall curve PNG per class here")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_map")
+
+    p = det.add_parser("valid", help="write Darknet's result files for the valid list (by the .data eval=: "
+                       "VOC comp4_det_test_<class>.txt, coco_results.json, imagenet-detection.txt) under results=")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("-out", "--out", default=None, help="file name prefix inside the results= directory")
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.evaluate:detector_valid")
+
+    p = det.add_parser("recall", help="Darknet's proposal recall lines (on stderr) for the valid list")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.evaluate:detector_recall")
 
     p = sub.add_parser("detect", help="short form: detect CFG WEIGHTS IMAGE... (names by class count)")
     p.add_argument("cfg")
@@ -96,6 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-top", "--top", type=int, default=None, help="how many (default: the .data file's top=)")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.classify:classifier_predict")
+
+    p = cls.add_parser("train", help="train a classifier as Darknet does (labels from the image paths)")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights", nargs="?")
+    p.add_argument("-clear", "--clear", action="store_true", help="reset the seen-images counter")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument("--max-batches", type=int, default=None, help="stop after this many updates")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--darknet-log", action="store_true", help="print Darknet's per-iteration line")
+    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
+                   help="a path matching no label or several: skip and count (default) or stop")
+    p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.train:classifier_train")
+
+    p = cls.add_parser("valid", help="top-1 and top-k accuracy on the valid list (centre crop, Darknet's lines)")
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights")
+    p.add_argument("-top", "--top", type=int, default=None, help="k (default: the .data file's top=, else 1)")
+    _add_device(p)
+    p.set_defaults(func="pydarknet.cli.train:classifier_valid")
 
     p = sub.add_parser("summary", help="the layer table Darknet prints for a cfg")
     p.add_argument("cfg")
@@ -141,11 +204,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.set_defaults(func="pydarknet.cli.export:convert")
 
+    p = sub.add_parser("download", help="fetch an official weights file (resumable, size/sha256 checked)")
+    p.add_argument("name", help="yolov2, yolov2-voc, yolov2-tiny, yolov2-tiny-voc, yolo9000, darknet19, "
+                   "darknet19_448 or darknet19_448.conv.23; any file name with --url")
+    p.add_argument("-o", "--out-dir", default="weights", help="directory to save into (default weights)")
+    p.add_argument("--url", default=None, help="download from here instead of pjreddie.com")
+    p.add_argument("--sha256", default=None, help="expected sha256 of the file")
+    p.add_argument("--force", action="store_true", help="download again even if the file is there")
+    p.set_defaults(func="pydarknet.cli.download:download")
+
     weights = sub.add_parser("weights", help=".weights file tools").add_subparsers(dest="sub", required=True)
     p = weights.add_parser("info", help="header, seen, float count; with a cfg: does it fit, layers covered")
     p.add_argument("file")
     p.add_argument("cfg", nargs="?")
     p.set_defaults(func="pydarknet.cli.export:weights_info")
+
+    p = sub.add_parser("calc_anchors", help="k-means (1 - IoU) anchors from the train= list's labels")
+    p.add_argument("data")
+    p.add_argument("-num_of_clusters", "--num-of-clusters", dest="num_of_clusters", type=int, default=5)
+    p.add_argument("-width", "--width", type=int, default=None, help="network input width (default: the cfg's)")
+    p.add_argument("-height", "--height", type=int, default=None, help="network input height (default: the cfg's)")
+    p.add_argument("--seed", type=int, default=0, help="k-means++ seed (default 0)")
+    p.add_argument("--write-cfg", default=None, metavar="CFG", help="set anchors= and num= of CFG's last "
+                   "[region] (and the filters= before it if num changes) in place; grid from CFG")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="w/h scatter coloured by cluster")
+    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
+                   help="bad label lines: skip and count (default) or stop with the file:line")
+    p.set_defaults(func="pydarknet.cli.analysis:calc_anchors")
+
+    p = sub.add_parser("wordtree", help="a class's path to the WordTree root (YOLO9000)")
+    p.add_argument("name", help="synset id (n02084071), class index or name (dog)")
+    p.add_argument("--tree", default="data/9k.tree")
+    p.add_argument("--names", default="data/9k.names")
+    p.set_defaults(func="pydarknet.cli.analysis:wordtree")
     return parser
 
 

@@ -1,0 +1,45 @@
+"""`detector demo DATA CFG WEIGHTS [VIDEO]`: detections drawn on every frame, written as a video."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+import pydarknet
+from pydarknet.data.datafile import read_data_file, read_data_names
+from pydarknet.demo import Frame, run_demo
+from pydarknet.device import get_device
+from pydarknet.errors import DarknetError
+
+
+def detector_demo(args: argparse.Namespace) -> int:
+    options = read_data_file(args.data)
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
+    if net.region is None:
+        raise DarknetError("has no [region] layer: `detector demo` needs a detector", args.cfg)
+    names = read_data_names(options, net.region.params.classes)
+    source = args.video if args.video is not None else args.camera
+    bar: tqdm | None = None
+
+    def report(frame: Frame) -> None:
+        # Darknet's per-frame block (without its clear-screen codes), above the progress bar.
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=frame.total, unit="frame", file=sys.stderr, disable=None if frame.total else True,
+                       leave=False)
+        lines = [line for d in frame.detections for line in d.lines(names)]
+        bar.write("\n".join([f"FPS:{1 / frame.seconds if frame.seconds > 0 else 0:.1f}", "Objects:", "", *lines]),
+                  file=sys.stdout)
+        bar.update()
+
+    try:
+        result = run_demo(net, source, args.out_filename, names, args.thresh, args.hier, args.nms, args.avg,
+                          on_frame=report)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{args.out_filename}: {result.frames} frames, {result.width}x{result.height} at {result.fps:g} fps; "
+          f"average FPS:{result.average_fps:.1f}")
+    return 0

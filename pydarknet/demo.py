@@ -1,0 +1,200 @@
+"""Darknet's `detector demo` on a video file or a camera: detect on every frame, draw, write a video.
+
+What Darknet's demo (src/demo.c, final commit) does differently from `detector test`, and pydarknet
+reproduces: the region output is averaged over the last `avg` frames (default 3) before decoding, the
+history starting at zeros; NMS is `do_nms_obj` at .4 (not `do_nms_sort` at .45). Darknet shows the
+frames in a window and skips the stream's last frames when it ends; pydarknet writes every frame, with
+its detections, to a video of the input's size and frame rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from pydarknet.boxes import do_nms_obj
+from pydarknet.detect import network_input, pixel_box
+from pydarknet.detection import Detection, detections
+from pydarknet.errors import DarknetError
+from pydarknet.image import draw_detections, image_from_array
+from pydarknet.region.decode import get_region_boxes
+
+# Output container -> codec that opencv-python(-headless)'s bundled FFmpeg writes.
+_FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
+_DEFAULT_FPS = 25.0  # cameras often report 0; Darknet's writer assumes 25 then too
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """Mute OpenCV's own warnings while opening: a failure is reported once, as a DarknetError."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def open_video(source: str | int) -> cv2.VideoCapture:
+    """A capture of a video file, or of camera N for an integer (or a digit string naming no file)."""
+    camera = isinstance(source, int) or (source.isdigit() and not Path(source).exists())
+    if not camera and not Path(source).is_file():
+        raise DarknetError(f"cannot read video: {'is a directory' if Path(source).is_dir() else 'no such file'}",
+                           source)
+    with _opencv_quiet():
+        capture = cv2.VideoCapture(int(source) if camera else str(source))
+    if not capture.isOpened():
+        if camera:
+            raise DarknetError(f"cannot open camera {int(source)}")
+        raise DarknetError("cannot read video: not a video OpenCV can decode", source)
+    return capture
+
+
+class FrameAverager:
+    """Darknet's demo smoothing (remember_network + avg_predictions): a ring of the last `n` region
+    outputs, zeros at the start, combined as `avg += (float)(1./n) * slot` over the slots in ring order
+    (axpy_cpu). So with n = 3 the first frame is decoded from a third of its output, the second from
+    two thirds; n = 1 gives each frame's own output."""
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise DarknetError(f"-avg {n}: expected at least 1 frame")
+        self.n = n
+        self.slots: list[Tensor | None] = [None] * n
+        self.index = 0
+
+    def __call__(self, out: Tensor) -> Tensor:
+        self.slots[self.index] = out
+        self.index = (self.index + 1) % self.n
+        alpha = torch.tensor(np.float32(1.0 / self.n), device=out.device)
+        avg = torch.zeros_like(out)
+        for slot in self.slots:
+            if slot is not None:  # an empty slot adds alpha * 0
+                avg += alpha * slot  # product rounded to float, then added: no fused multiply-add
+        return avg
+
+
+class VideoDetector:
+    """Per frame: letterbox, forward, average with the previous frames, decode, do_nms_obj."""
+
+    def __init__(self, net: torch.nn.Module, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.4,
+                 avg: int = 3) -> None:
+        if net.region is None:
+            raise DarknetError("has no [region] layer to detect with", net.cfg_path)
+        self.net, self.thresh, self.hier_thresh, self.nms = net, thresh, hier_thresh, nms
+        self.average = FrameAverager(avg)
+        self.device = next(net.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, frame_bgr: np.ndarray) -> list[Detection]:
+        net, region = self.net, self.net.region
+        image = image_from_array(np.ascontiguousarray(frame_bgr[:, :, ::-1]))  # Darknet's rgbgr_image
+        x = torch.from_numpy(network_input(image, net.net.width, net.net.height))[None]
+        out = self.average(net(x.to(self.device))[0].float())
+        p = region.params
+        boxes, objectness, probs = get_region_boxes(
+            out, region.biases, p.n, p.classes, p.coords, image.shape[2], image.shape[1], net.net.width,
+            net.net.height, self.thresh, self.hier_thresh, tree=region.tree, background=p.background)
+        if self.nms > 0:
+            boxes, objectness, probs, index = do_nms_obj(boxes, objectness, probs, self.nms)
+        else:
+            index = torch.arange(boxes.shape[0], device=boxes.device)
+        return detections(boxes.cpu(), objectness.cpu(), probs.cpu(), index.cpu(), self.thresh)
+
+
+def annotate(frame_bgr: np.ndarray, dets: list[Detection], names: Sequence[str], num_classes: int) -> np.ndarray:
+    """The frame with Darknet-style boxes and labels (a copy)."""
+    h, w = frame_bgr.shape[:2]
+    return draw_detections(frame_bgr, [pixel_box(d, w, h) for d in dets], [d.label(names) for d in dets],
+                           [d.classes[0] for d in dets], num_classes)
+
+
+@dataclass
+class Frame:
+    """What run_demo reports after each frame."""
+
+    index: int  # 0-based
+    total: int | None  # frames in the video when the container says, else None (cameras)
+    detections: list[Detection]
+    seconds: float  # since the previous report (Darknet's FPS is 1 / this): read, detect, draw, write
+
+
+@dataclass
+class DemoResult:
+    frames: int
+    seconds: float  # the whole loop, without loading the network
+    width: int
+    height: int
+    fps: float  # the output video's frame rate (the input's)
+
+    @property
+    def average_fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
+    fourcc = _FOURCC.get(path.suffix.lower())
+    if fourcc is None:
+        raise DarknetError(f"cannot write video: unknown extension, expected one of {', '.join(_FOURCC)}", path)
+    with _opencv_quiet():
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    if not writer.isOpened():
+        raise DarknetError("cannot write video", path)
+    return writer
+
+
+def run_demo(net: torch.nn.Module, source: str | int, out: str | Path, names: Sequence[str], thresh: float = 0.5,
+             hier_thresh: float = 0.5, nms: float = 0.4, avg: int = 3,
+             on_frame: Callable[[Frame], None] | None = None) -> DemoResult:
+    """Detect on every frame of `source` (a video file or camera index), write the annotated frames to
+    `out` (.avi MJPG, .mp4 mp4v, ...) at the input's size and frame rate. The video appears at `out` only
+    once complete. Ctrl-C ends the stream like Darknet's ESC key: the frames so far are kept."""
+    out = Path(out)
+    detector = VideoDetector(net, thresh, hier_thresh, nms, avg)
+    capture = open_video(source)
+    num_classes = net.region.params.classes
+    try:
+        ok, frame = capture.read()
+        if not ok:
+            raise DarknetError("cannot read video: no frames", source)
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        total = count if count > 0 else None
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps > 0 and np.isfinite(fps) else _DEFAULT_FPS
+        height, width = frame.shape[:2]
+        # VideoWriter picks the container from the name, so the temporary name keeps the extension.
+        tmp = out.with_name(f".{out.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{out.suffix}")
+        writer = _writer(tmp, fps, width, height)
+        frames = 0
+        start = last = time.perf_counter()
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                while ok:
+                    dets = detector(frame)
+                    writer.write(annotate(frame, dets, names, num_classes))
+                    frames += 1
+                    if on_frame is not None:
+                        now = time.perf_counter()
+                        on_frame(Frame(frames - 1, total, dets, now - last))
+                        last = now
+                    ok, frame = capture.read()
+            seconds = time.perf_counter() - start
+            writer.release()
+            os.replace(tmp, out)
+        except BaseException:
+            writer.release()
+            tmp.unlink(missing_ok=True)
+            raise
+    finally:
+        capture.release()
+    return DemoResult(frames, seconds, width, height, fps)
