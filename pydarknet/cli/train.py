@@ -1,4 +1,4 @@
-"""`detector train`."""
+"""`detector train`, `classifier train` and `classifier valid`."""
 
 from __future__ import annotations
 
@@ -8,13 +8,30 @@ import sys
 from pydarknet.train.loop import TrainOptions, train_detector
 
 
-def detector_train(args: argparse.Namespace) -> int:
+def _options(args: argparse.Namespace, **extra) -> TrainOptions:
     # The progress bar only on a terminal: in a log it is noise around the warning and error lines.
-    opts = TrainOptions(clear=args.clear, device=args.device, workers=args.workers,
-                        max_batches=args.max_batches, minutes=args.minutes, amp=args.amp,
-                        darknet_log=args.darknet_log, label_policy=args.label_policy, seed=args.seed,
-                        loader=args.loader,
-                        progress=sys.stderr.isatty())
-    final = train_detector(args.data, args.cfg, args.weights, opts)
+    return TrainOptions(clear=args.clear, device=args.device, workers=args.workers, max_batches=args.max_batches,
+                        minutes=args.minutes, amp=args.amp, darknet_log=args.darknet_log,
+                        label_policy=args.label_policy, seed=args.seed, progress=sys.stderr.isatty(), **extra)
+
+
+def detector_train(args: argparse.Namespace) -> int:
+    final = train_detector(args.data, args.cfg, args.weights, _options(args, loader=args.loader))
     print(f"Saved {final}")
+    return 0
+
+
+def classifier_train(args: argparse.Namespace) -> int:
+    from pydarknet.train.classifier import train_classifier
+
+    final = train_classifier(args.data, args.cfg, args.weights, _options(args))
+    print(f"Saved {final}")
+    return 0
+
+
+def classifier_valid(args: argparse.Namespace) -> int:
+    from pydarknet.train.classifier import validate_classifier
+
+    # Darknet's running line per image: the last one is the result.
+    validate_classifier(args.data, args.cfg, args.weights, args.device, args.top, log=print)
     return 0

@@ -188,18 +188,28 @@ class DetectionDataset(ImageListDataset):
 
     def sample(self, path: str, width: int, height: int,
                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image, boxes = self.load(path)
+        return self.transform(image, boxes, width, height, rng)
+
+    def load(self, path: str) -> tuple[np.ndarray, np.ndarray]:
+        """The image and its label rows [class, cx, cy, w, h]."""
         labels_file = self.resolve(label_path(path))  # fails early on an unmapped extension
         image = load_image(self.resolve(path))
         labels = read_labels(labels_file, self.label_policy, self.classes)
         self._problems(labels.problems)
+        return image, labels.boxes
+
+    def transform(self, image: np.ndarray, boxes: np.ndarray, width: int, height: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The network input and (max_boxes, 5) truth: augmented for training, else resized or letterboxed."""
         if self.augment:
-            return LOADERS[self.loader](image, labels.boxes, width, height, self.jitter, self.hue,
+            return LOADERS[self.loader](image, boxes, width, height, self.jitter, self.hue,
                                         self.saturation, self.exposure, self.max_boxes, rng)
         if not self.letterbox:
-            return resize_image(image, width, height), fill_truth(labels.boxes, self.max_boxes)
+            return resize_image(image, width, height), fill_truth(boxes, self.max_boxes)
         new_w, new_h = letterbox_geometry(image.shape[2], image.shape[1], width, height)
         dx, dy = (width - new_w) // 2, (height - new_h) // 2
-        truth = fill_truth(labels.boxes, self.max_boxes, -dx / width, -dy / height, new_w / width,
+        truth = fill_truth(boxes, self.max_boxes, -dx / width, -dy / height, new_w / width,
                            new_h / height)
         return letterbox_image(image, width, height), truth
 
@@ -219,7 +229,10 @@ class ClassificationDataset(ImageListDataset):
     only prints a warning for a path matching no label or several; here it is a DarknetError under
     "stop" and a skipped sample under "skip" (with one class, no match is a valid negative).
     Evaluation resizes the shorter side to the network size and centre-crops (validate_classifier);
-    training picks the shorter side in [min_crop, max_crop], crops at random, flips and distorts HSV.
+    training picks the shorter side in [min_crop, max_crop], crops at random, flips and distorts HSV, as
+    load_data_augment does. Simplified from Darknet's random_augment_image: no rotation (`angle`) or aspect
+    (`aspect`) jitter, a resize then an integer crop instead of one bilinear sampling, and the shorter side
+    never below the network size (where Darknet would sample zeros beyond the image).
     """
 
     def __init__(self, images: str | Path | Sequence[str | Path], labels: str | Path | Sequence[str],

@@ -46,16 +46,13 @@ def label_path(image_path: str | Path) -> str:
     return path
 
 
-def _parse_line(fields: list[str], classes: int | None) -> list[float]:
+def _parse_line(fields: list[str], classes: int | None, class_only_classes: int | None = None) -> list[float]:
     if len(fields) != 5:
         raise ValueError(f"expected 5 fields 'class cx cy w h', got {len(fields)}")
     try:
         cls = int(fields[0])
     except ValueError:
         raise ValueError(f"class {fields[0]!r} is not an integer") from None
-    if cls < 0 or (classes is not None and cls >= classes):
-        bound = f" in [0, {classes})" if classes is not None else " >= 0"
-        raise ValueError(f"class {cls} must be{bound}")
     values = []
     for name, text in zip(("cx", "cy", "w", "h"), fields[1:], strict=True):
         try:
@@ -65,17 +62,23 @@ def _parse_line(fields: list[str], classes: int | None) -> list[float]:
         if not (math.isfinite(v) and 0.0 <= v <= 1.0):
             raise ValueError(f"{name}={text} is outside [0, 1] (coordinates are relative to the image)")
         values.append(v)
-    # correct_boxes turns a box centred exactly at (0, 0) into a 999999 sentinel that the region
-    # layer would index out of bounds with; such a line is an annotation bug, so reject it.
-    if values[0] == 0.0 and values[1] == 0.0:
+    # correct_boxes turns a box centred exactly at (0, 0) into a 999999 sentinel: with a WordTree region
+    # that is combine9k's classification-only label; any other region would index out of bounds with it.
+    only = values[0] == 0.0 and values[1] == 0.0
+    if only and class_only_classes is None:
         raise ValueError("box centred at 0 0: Darknet treats it as invalid")
+    bound = class_only_classes if only else classes
+    if cls < 0 or (bound is not None and cls >= bound):
+        raise ValueError(f"class {cls} must be{f' in [0, {bound})' if bound is not None else ' >= 0'}")
     return [float(cls), *values]
 
 
-def read_labels(path: str | Path, policy: LabelPolicy = "skip", classes: int | None = None) -> Labels:
+def read_labels(path: str | Path, policy: LabelPolicy = "skip", classes: int | None = None,
+                class_only_classes: int | None = None) -> Labels:
     """Boxes of a label file. A missing file means no boxes plus a problem (pjreddie's read_boxes
     exits, later forks print "Can't open label file." and go on); a bad line raises a DarknetError
-    naming file:line under "stop" and is dropped and reported under "skip"."""
+    naming file:line under "stop" and is dropped and reported under "skip". With `class_only_classes`,
+    a line `class 0 0 w h` is a classification-only label (combine9k) with class below that bound."""
     if policy not in ("skip", "stop"):
         raise ValueError(f"label policy must be 'skip' or 'stop', not {policy!r}")
     path = Path(path)
@@ -92,7 +95,7 @@ def read_labels(path: str | Path, policy: LabelPolicy = "skip", classes: int | N
         if not fields:
             continue
         try:
-            rows.append(_parse_line(fields, classes))
+            rows.append(_parse_line(fields, classes, class_only_classes))
         except ValueError as err:
             error = DarknetError(str(err), path, number)
             if policy == "stop":

@@ -1,4 +1,5 @@
-"""`detector train`: Darknet's train_detector loop on a DataLoader, with checkpoints and DDP."""
+"""Darknet's training loops on a DataLoader (`detector train` here, `classifier train` in train.classifier):
+global random batches, DDP, checkpoints written atomically, resume at the weights' `seen`, progress bar."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,10 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 import pydarknet
-from pydarknet.data.datafile import read_data_file, resolve_path
-from pydarknet.data.dataset import DetectionDataset, SampleKey, collate
+from pydarknet.data.datafile import DataOptions, read_data_file, resolve_path
+from pydarknet.data.dataset import DetectionDataset, ImageListDataset, SampleKey, collate
 from pydarknet.errors import DarknetError
+from pydarknet.network import Darknet
 from pydarknet.train.distributed import DistInfo, init_from_env, shutdown
 from pydarknet.train.trainer import Trainer
 
@@ -43,7 +45,7 @@ class GlobalBatchSampler(Sampler[list[SampleKey]]):
     sequence (same seed) and takes its slice of each mini-batch, so N processes see exactly the
     images one process would; the sample serial (which seeds augmentation) is the global position."""
 
-    def __init__(self, dataset: DetectionDataset, batch: int, subdivisions: int, info: DistInfo,
+    def __init__(self, dataset: ImageListDataset, batch: int, subdivisions: int, info: DistInfo,
                  seed: int) -> None:
         self.dataset, self.batch, self.subdivisions, self.info = dataset, batch, subdivisions, info
         self.rng = np.random.default_rng(seed)
@@ -110,24 +112,36 @@ def load_for_training(cfg_file: str | Path, weights: str | Path | None, device: 
     return pydarknet.load(cfg_file, weights, device=device, upto=upto)
 
 
-def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None = None,
-                   opts: TrainOptions | None = None) -> Path:
-    """Train as `darknet detector train`; returns the final weights path."""
-    opts = opts or TrainOptions()
+@dataclass
+class Session:
+    """What every training command starts from: the .data options, the train list, the checkpoint directory
+    and the network loaded for training on this process's device."""
+
+    options: DataOptions
+    train_list: Path
+    backup: Path
+    net: Darknet
+    cfg_file: Path
+    device: torch.device
+    info: DistInfo
+
+
+def in_process_group(opts: TrainOptions, body: Callable[[torch.device, DistInfo], Path]) -> Path:
+    """Run `body(device, info)` inside the process group torchrun describes (a single process otherwise)."""
     from pydarknet.device import get_device
 
     device = get_device(opts.device)
     info = init_from_env(device)
     try:
-        return _train(data_file, cfg_file, weights, opts, device, info)
+        if device.type == "cuda" and info.enabled:
+            device = torch.device("cuda", info.local_rank)
+        return body(device, info)
     finally:
         shutdown(info)
 
 
-def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.device,  # noqa: ANN001
-           info: DistInfo) -> Path:
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
+def open_session(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None, opts: TrainOptions,
+                 device: torch.device, info: DistInfo) -> Session:
     options = read_data_file(data_file)
     if "train" not in options:
         raise DarknetError("has no train= list", data_file)
@@ -140,15 +154,22 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
     net = load_for_training(cfg_file, weights, device)
     if opts.clear:
         net.seen = 0
-    region = net.region
-    if region is None:
-        raise DarknetError("detector train needs a [region] layer", cfg_file)
+    return Session(options, train_list, backup, net, Path(cfg_file), device, info)
+
+
+LogLine = Callable[[int, int, float, float, float, float], str]
+
+
+def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions, *, max_batches: int | None,
+                 checkpoints: Callable[[int, int], list[str]], final_name: str, log_line: LogLine,
+                 before_batch: Callable[[int, int], None] | None = None) -> Path:
+    """Darknet's training loop over `dataset` until `max_batches` updates (None: until --minutes or a kill):
+    global random batches on every rank, DDP, the progress bar, NaN stop, checkpoints written atomically
+    by rank 0 under the names `checkpoints(batch_num, seen)` gives after each iteration, `final_name` at the
+    end. `log_line(batch_num, seen, loss, avg_loss, rate, seconds)` is Darknet's per-iteration line;
+    `before_batch(count, batch_num)` runs before each iteration's data is drawn (multi-scale)."""
+    net, info, device, backup = session.net, session.info, session.device, session.backup
     cfg = net.net
-    max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
-    dataset = DetectionDataset(train_list, cfg.width, cfg.height, jitter=region.params.jitter, hue=cfg.hue,
-                               saturation=cfg.saturation, exposure=cfg.exposure,
-                               max_boxes=region.params.max_boxes, label_policy=opts.label_policy,
-                               classes=region.params.classes, seed=opts.seed, loader=opts.loader)
     sampler = GlobalBatchSampler(dataset, cfg.batch, cfg.subdivisions, info, opts.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, collate_fn=collate,
                         persistent_workers=opts.workers > 0, pin_memory=device.type == "cuda",
@@ -158,22 +179,20 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
         model = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     trainer = Trainer(net, model, world_size=info.world_size, amp=opts.amp and device.type == "cuda")
-    base = Path(cfg_file).stem
-    size_rng = np.random.default_rng(opts.seed + 1)  # identical on every rank: same sizes everywhere
     imgs = cfg.full_batch
     start = time.time()
     avg_loss = -1.0
     count = 0
-    bar = tqdm(total=max_batches, initial=min(trainer.batch_num, max_batches), unit="batch",
-               disable=not (opts.progress and info.is_main), file=sys.stderr, dynamic_ncols=True)
+    initial = trainer.batch_num if max_batches is None else min(trainer.batch_num, max_batches)
+    bar = tqdm(total=max_batches, initial=initial, unit="batch", disable=not (opts.progress and info.is_main),
+               file=sys.stderr, dynamic_ncols=True)
     batches = iter(loader)
     try:
-        while trainer.batch_num < max_batches:
+        while max_batches is None or trainer.batch_num < max_batches:
             if opts.minutes is not None and time.time() - start > opts.minutes * 60:
                 break
-            if region.params.random and count % 10 == 0:
-                size = multiscale_size(size_rng, cfg.width, trainer.batch_num, max_batches)
-                dataset.set_size(size, size)
+            if before_batch is not None:
+                before_batch(count, trainer.batch_num)
             count += 1
             t0 = time.time()
             images, truth = _next_batch(batches)
@@ -181,18 +200,17 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
                 loss = trainer.step(images, truth)
             except FloatingPointError as err:
                 raise DarknetError(f"training stopped: {err}; the last checkpoint in {backup} is intact",
-                                   cfg_file) from None
+                                   session.cfg_file) from None
             avg_loss = loss if avg_loss < 0 else avg_loss * 0.9 + loss * 0.1
             i = trainer.batch_num
             if info.is_main:
                 rate = trainer.last_lr
                 if opts.darknet_log:
-                    tqdm.write(f"{i}: {loss:f}, {avg_loss:f} avg, {rate:f} rate, {time.time() - t0:f} seconds, "
-                               f"{i * imgs} images", file=sys.stdout)
+                    tqdm.write(log_line(i, net.seen, loss, avg_loss, rate, time.time() - t0), file=sys.stdout)
                 bar.update(i - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg_loss:.3f}", lr=f"{rate:.2g}",
                                 img_s=f"{imgs / max(time.time() - t0, 1e-9):.1f}", refresh=False)
-                for name in checkpoint_names(base, i):
+                for name in checkpoints(i, net.seen):
                     net.save_weights(backup / name)
     finally:
         bar.close()
@@ -200,9 +218,58 @@ def _train(data_file, cfg_file, weights, opts: TrainOptions, device: torch.devic
         warnings.warn(f"skipped {dataset.label_problems} bad label lines or missing label files and "
                       f"{dataset.skipped_images} unusable samples (--label-policy stop stops at the first)",
                       stacklevel=2)
-    final = backup / f"{base}_final.weights"
+    final = backup / final_name
     if info.is_main:
         net.save_weights(final)
         if not math.isfinite(avg_loss):
-            raise DarknetError("training ended with a non-finite loss", cfg_file)
+            raise DarknetError("training ended with a non-finite loss", session.cfg_file)
     return final
+
+
+def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None = None,
+                   opts: TrainOptions | None = None) -> Path:
+    """Train as `darknet detector train`; returns the final weights path."""
+    opts = opts or TrainOptions()
+    return in_process_group(opts, lambda device, info: _train_detector(
+        open_session(data_file, cfg_file, weights, opts, device, info), data_file, opts))
+
+
+def _detection_dataset(session: Session, data_file: str | Path, opts: TrainOptions) -> DetectionDataset:
+    """The detection set; for a WordTree region (YOLO9000) with combine9k's classification-only labels."""
+    region, cfg = session.net.region, session.net.net
+    p = region.params
+    common = dict(jitter=p.jitter, hue=cfg.hue, saturation=cfg.saturation, exposure=cfg.exposure,
+                  max_boxes=p.max_boxes, label_policy=opts.label_policy, seed=opts.seed, loader=opts.loader)
+    if region.tree is None:
+        return DetectionDataset(session.train_list, cfg.width, cfg.height, classes=p.classes, **common)
+    from pydarknet.data.combine9k import Combine9kDataset
+
+    labels = session.options.get("labels")
+    box_classes = len(region.class_map) if region.class_map is not None else p.classes
+    return Combine9kDataset(session.train_list, cfg.width, cfg.height, tree_classes=p.classes,
+                            labels=resolve_path(labels, data_file) if labels else None, classes=box_classes,
+                            **common)
+
+
+def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions) -> Path:
+    net = session.net
+    region = net.region
+    if region is None:
+        raise DarknetError("detector train needs a [region] layer", session.cfg_file)
+    cfg = net.net
+    max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
+    dataset = _detection_dataset(session, data_file, opts)
+    base = session.cfg_file.stem
+    size_rng = np.random.default_rng(opts.seed + 1)  # identical on every rank: same sizes everywhere
+
+    def multiscale(count: int, batch_num: int) -> None:
+        if region.params.random and count % 10 == 0:
+            size = multiscale_size(size_rng, cfg.width, batch_num, max_batches)
+            dataset.set_size(size, size)
+
+    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float) -> str:
+        return f"{i}: {loss:f}, {avg:f} avg, {rate:f} rate, {seconds:f} seconds, {i * cfg.full_batch} images"
+
+    return run_training(session, dataset, opts, max_batches=max_batches,
+                        checkpoints=lambda i, seen: checkpoint_names(base, i), final_name=f"{base}_final.weights",
+                        log_line=log_line, before_batch=multiscale)
