@@ -11,6 +11,20 @@ from pydarknet.layers.registry import Built, Context, Shape, register
 from pydarknet.paths import resolve_path
 
 
+class _DarknetSoftmax(torch.autograd.Function):
+    """Softmax whose backward hands the gradient to its input unchanged, as Darknet's backward_softmax_layer:
+    the trainer's delta (truth - p, softmax_x_ent's) is already the gradient at the logits, and autograd's
+    softmax backward would multiply it by the Jacobian once more (with 1000 classes, ~1e5 times smaller)."""
+
+    @staticmethod
+    def forward(ctx, x, layer):  # noqa: ANN001
+        return layer.activate(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        return grad, None
+
+
 class SoftmaxLayer(nn.Module):
     def __init__(self, groups: int, temperature: float, tree) -> None:  # noqa: ANN001
         super().__init__()
@@ -18,6 +32,11 @@ class SoftmaxLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.flatten(1)
+        if torch.is_grad_enabled() and flat.requires_grad:
+            return _DarknetSoftmax.apply(flat, self)
+        return self.activate(flat)
+
+    def activate(self, flat: Tensor) -> Tensor:
         if self.tree is not None:
             from pydarknet.region.wordtree import tree_softmax
 

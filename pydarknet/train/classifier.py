@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 import pydarknet
 from pydarknet.classify import top_k
@@ -54,19 +52,6 @@ def _check_classifier(net: Darknet, classes: int, options: DataOptions) -> None:
                            options.lines.get("classes"))
 
 
-def darknet_softmax_backward(net: nn.Module) -> list[RemovableHandle]:
-    """Make every [softmax] pass its gradient to its input unchanged, as Darknet's backward_softmax_layer.
-
-    The trainer's softmax delta (truth - p) is already the cross-entropy gradient w.r.t. the logits;
-    autograd's softmax backward would multiply it by the softmax Jacobian once more (with 1000 classes
-    that shrinks the true class's gradient about 10^5 times)."""
-    def straight(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
-        return tuple(None if g is None else grad_output[0].reshape(g.shape) for g in grad_input)
-
-    return [layer.register_full_backward_hook(straight)
-            for kind, layer in zip(net.kinds, net.layers) if kind == "softmax"]
-
-
 class EpochCheckpoints:
     """train_classifier's schedule: `<cfg>_<epoch>.weights` each time seen/N reaches a new epoch (N = images
     listed) and `<cfg>.backup` every BACKUP_EVERY updates."""
@@ -101,7 +86,6 @@ def _train(session: Session, opts: TrainOptions) -> Path:
                                     augment=True, min_crop=cfg.min_crop, max_crop=cfg.max_crop, hue=cfg.hue,
                                     saturation=cfg.saturation, exposure=cfg.exposure,
                                     label_policy=opts.label_policy, seed=opts.seed)
-    darknet_softmax_backward(net)
     # Darknet's classifier loop runs forever with max_batches=0.
     max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches or None
     images = len(dataset)

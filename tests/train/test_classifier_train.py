@@ -12,7 +12,7 @@ import torch
 
 from pydarknet.cli.main import main
 from pydarknet.network import build_network
-from pydarknet.train.classifier import EpochCheckpoints, darknet_softmax_backward
+from pydarknet.train.classifier import EpochCheckpoints
 from pydarknet.train.trainer import Trainer
 
 LABELS = ["square", "circle", "triangle"]  # test names must not contain these: tmp_path holds the test name
@@ -109,7 +109,6 @@ def test_softmax_gradient_reaches_the_logits_as_darknets(tmp_path: Path) -> None
     hands to the layer below: the gradient at the logits is 2 (p - truth), not softmax's Jacobian times it."""
     (tmp_path / "tiny.cfg").write_text(CFG)
     net = build_network(tmp_path / "tiny.cfg").train()
-    darknet_softmax_backward(net)
     outs = net.layer_outputs(torch.rand(4, 3, 24, 24))
     logits, probs = outs[net.output_index - 1], outs[net.output_index]
     logits.retain_grad()
