@@ -187,6 +187,7 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
     bar = tqdm(total=max_batches, initial=initial, unit="batch", disable=not (opts.progress and info.is_main),
                file=sys.stderr, dynamic_ncols=True)
     batches = iter(loader)
+    waited = 0.0  # seconds the step waited for the loader: the data pipeline's share of the time
     try:
         while max_batches is None or trainer.batch_num < max_batches:
             if opts.minutes is not None and time.time() - start > opts.minutes * 60:
@@ -196,6 +197,7 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
             count += 1
             t0 = time.time()
             images, truth = _next_batch(batches)
+            waited += time.time() - t0
             try:
                 loss = trainer.step(images, truth)
             except FloatingPointError as err:
@@ -209,11 +211,16 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
                     tqdm.write(log_line(i, net.seen, loss, avg_loss, rate, time.time() - t0), file=sys.stdout)
                 bar.update(i - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg_loss:.3f}", lr=f"{rate:.2g}",
-                                img_s=f"{imgs / max(time.time() - t0, 1e-9):.1f}", refresh=False)
+                                img_s=f"{imgs / max(time.time() - t0, 1e-9):.1f}",
+                                data=f"{waited / max(time.time() - start, 1e-9):.0%}", refresh=False)
                 for name in checkpoints(i, net.seen):
                     net.save_weights(backup / name)
     finally:
         bar.close()
+    elapsed = time.time() - start
+    if info.is_main and count:
+        print(f"{count} iterations, {count * imgs} images in {elapsed:.1f} s: {count * imgs / elapsed:.1f} "
+              f"images/s, waiting on data {waited / elapsed:.1%} of the time", file=sys.stderr)
     if info.is_main and (dataset.label_problems or dataset.skipped_images):
         warnings.warn(f"skipped {dataset.label_problems} bad label lines or missing label files and "
                       f"{dataset.skipped_images} unusable samples (--label-policy stop stops at the first)",
