@@ -38,6 +38,21 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     _add_device(p)
 
 
+def _add_train_options(p: argparse.ArgumentParser, label_policy_help: str) -> None:
+    p.add_argument("data")
+    p.add_argument("cfg")
+    p.add_argument("weights", nargs="?")
+    p.add_argument("-clear", "--clear", action="store_true", help="reset the seen-images counter")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument("--max-batches", type=int, default=None, help="stop after this many updates")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--darknet-log", action="store_true", help="print Darknet's per-iteration line")
+    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
+                   help=label_policy_help)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pydarknet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,18 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.detect:detector_test")
 
     p = det.add_parser("train", help="train a detector as Darknet does")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights", nargs="?")
-    p.add_argument("-clear", "--clear", action="store_true", help="reset the seen-images counter")
-    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
-    p.add_argument("--max-batches", type=int, default=None, help="stop after this many updates")
-    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--darknet-log", action="store_true", help="print Darknet's per-iteration line")
-    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
-                   help="bad label lines: skip and count (default) or stop with the file:line")
-    p.add_argument("--seed", type=int, default=0)
+    _add_train_options(p, "bad label lines: skip and count (default) or stop with the file:line")
     p.add_argument("--loader", choices=("crop", "canvas"), default="crop",
                    help="augmentation: YOLOv2-era jitter crop (default) or the final commit's [.25, 2] scale "
                    "on a grey canvas")
@@ -137,18 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.classify:classifier_predict")
 
     p = cls.add_parser("train", help="train a classifier as Darknet does (labels from the image paths)")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights", nargs="?")
-    p.add_argument("-clear", "--clear", action="store_true", help="reset the seen-images counter")
-    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
-    p.add_argument("--max-batches", type=int, default=None, help="stop after this many updates")
-    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this much wall time")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--darknet-log", action="store_true", help="print Darknet's per-iteration line")
-    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
-                   help="a path matching no label or several: skip and count (default) or stop")
-    p.add_argument("--seed", type=int, default=0)
+    _add_train_options(p, "a path matching no label or several: skip and count (default) or stop")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.train:classifier_train")
 
