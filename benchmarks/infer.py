@@ -2,6 +2,7 @@
 
     python benchmarks/infer.py --setup          # once: a venv with OpenCV 4.x for the peer (see README)
     python benchmarks/infer.py [--quick] [--threads 2] [--engines exact,fast,opencv] [--ablation]
+    python benchmarks/infer.py --post-only [--passive-wait] [--rows yolo-voc,yolo9000]  # decode alone
 
 Every engine runs in its own worker process (fresh per network and batch, so its peak RSS is its own),
 answering "time N forward passes" over a pipe. The main process asks the workers in turn, one pass
@@ -291,6 +292,92 @@ def prepare(rows: list[Row], work: Path) -> dict[Row, dict]:
     return files
 
 
+# -------------------------------------------------------------------------------------------- post-only
+
+# (thresh, hier_thresh, nms): `detector test`'s defaults, then thresh .24 and .25.
+POST_SETTINGS = [(0.5, 0.5, 0.45), (0.24, 0.5, 0.45), (0.25, 0.5, 0.45)]
+POST_ROWS = ("yolo-voc", "tiny-yolo-voc", "yolo9000")
+
+
+def post_timers(net, out, region_in, img_w: int, img_h: int) -> tuple[dict, dict]:  # noqa: ANN001
+    """{label: fn} to time and {label: what it processed} for one network output."""
+    import torch
+
+    from pydarknet.detect import decode_detections
+
+    p = net.region.params
+    objectness = out.reshape(p.n, -1, out.shape[1] * out.shape[2])[:, p.coords]
+    timers, notes = {}, {}
+    for thresh, hier, nms in POST_SETTINGS:
+        key = f"decode thresh {thresh} hier {hier} nms {nms}"
+        timers[key] = lambda t=thresh, h=hier, n=nms: decode_detections(net, out, img_w, img_h, t, h, n)
+        notes[key] = f"{len(timers[key]())} dets, {int((objectness > np.float32(thresh)).sum())} boxes > thresh"
+    if net.region.tree is not None:
+        def activate() -> None:
+            with torch.no_grad():
+                net.region(region_in)
+
+        key = "region activation (WordTree softmax)"
+        timers[key], notes[key] = activate, f"input {tuple(region_in.shape)}"
+    return timers, notes
+
+
+def run_post_only(args: argparse.Namespace) -> int:
+    if args.passive_wait:
+        os.environ.update(PASSIVE_WAIT)  # before torch loads libgomp
+    import torch
+
+    torch.set_num_threads(args.threads)
+    names = set(args.rows.split(",") if args.rows else POST_ROWS) & set(POST_ROWS)
+    rows = [r for r in ROWS if r.batch == 1 and r.name in names]
+    print(f"CPU: {cpu_model()}; threads: {args.threads}; torch {torch.__version__}, numpy {np.__version__}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
+    work = Path(tempfile.mkdtemp(prefix="pydarknet-bench-"))
+    try:
+        post_only(rows, args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def post_only(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
+    """Time the post-processing alone, in this process, on a fixed network output per row: the exact
+    network's output for dog.jpg with the benchmark's seeded weights (objectness calibrated as for the
+    other rows: 1% of the boxes pass .5). Per setting: `decode_detections` (region boxes, WordTree walk,
+    NMS, the Detection list); for a WordTree region also the region layer's activation on the stored
+    region input (its WordTree softmax is part of the network pass, not of the decode). Timers rotate,
+    one pass each, so that the load of a shared machine hits them alike."""
+    import torch
+
+    import pydarknet
+    from pydarknet.image import load_image
+
+    files = prepare(rows, work)
+    image = load_image(ROOT / "data" / f"{IMAGES[0]}.jpg")
+    iters = args.iters or (15 if args.quick else 50)
+    for row in rows:
+        f = files[row]
+        net = pydarknet.load(f["cfg"], f["weights"])
+        out = torch.from_numpy(np.load(work / f"exact_out_{f['stem']}.npy")[0])
+        region_in = torch.from_numpy(np.load(work / f"exact_check_{f['stem']}.npy"))
+        timers, notes = post_timers(net, out, region_in, image.shape[2], image.shape[1])
+        times: dict[str, list[float]] = {k: [] for k in timers}
+        for fn in timers.values():  # warm-up
+            fn()
+        keys = list(timers)
+        for i in range(iters):
+            for key in keys[i % len(keys):] + keys[: i % len(keys)]:
+                start = time.perf_counter()
+                timers[key]()
+                times[key].append(time.perf_counter() - start)
+        print(f"\n{row.name} @{row.size}, post-processing ({iters} interleaved passes; load average "
+              f"{os.getloadavg()[0]:.2f})")
+        print(f"  {'':45s} {'median ms':>9s} {'p10':>7s} {'p90':>7s}")
+        for key, t in times.items():
+            q = np.percentile(t, [10, 90]) * 1e3
+            print(f"  {key:45s} {statistics.median(t) * 1e3:9.2f} {q[0]:7.2f} {q[1]:7.2f}   {notes[key]}")
+
+
 # -------------------------------------------------------------------------------------------- main side
 
 
@@ -387,12 +474,17 @@ def main() -> int:
                         "unless --rows is given)")
     parser.add_argument("--passive-wait", action="store_true", help="idle threads of every engine sleep "
                         "instead of spinning (see PASSIVE_WAIT)")
+    parser.add_argument("--post-only", action="store_true", help="time only the post-processing (decode, "
+                        "NMS; WordTree softmax) in this process, batch-1 detector rows (see post_only)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
         (opencv_worker if spec["engine"] == "opencv" else pydarknet_worker)(spec)
         return 0
+
+    if args.post_only:
+        return run_post_only(args)
 
     opencv_python = args.opencv_python
     if args.setup:

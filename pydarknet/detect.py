@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pydarknet.boxes import do_nms_sort
-from pydarknet.detection import Detection, detections
+from pydarknet.boxes import do_nms_sort_pairs
+from pydarknet.detection import Detection
 from pydarknet.errors import DarknetError
 from pydarknet.image import image_from_array, letterbox_image, load_image, resize_plain
-from pydarknet.region.decode import get_region_boxes
+from pydarknet.region.decode import region_candidates
 
 ImageLike = str | Path | np.ndarray
 
@@ -53,19 +53,33 @@ def detect(net: torch.nn.Module, images: ImageLike | Sequence[ImageLike], thresh
 
 def decode_detections(net: torch.nn.Module, out: torch.Tensor, img_w: int, img_h: int, thresh: float,
                       hier_thresh: float, nms: float, letterbox: bool = True) -> list[Detection]:
-    """One image's region output -> Darknet's detections after NMS (prob > thresh)."""
+    """One image's region output -> Darknet's detections after NMS (prob > thresh), in its printed order.
+
+    What `get_region_boxes`, `do_nms_sort` and `detections` give, computed from the non-zero probs only
+    (`region_candidates`, `do_nms_sort_pairs`): the dense (boxes x classes) matrix is never formed."""
     region = net.region
     p = region.params
     # With a plain resize the boxes need no letterbox correction: pretend the image had the net's shape.
     w, h = (img_w, img_h) if letterbox else (net.net.width, net.net.height)
-    boxes, objectness, probs = get_region_boxes(
-        out, region.biases, p.n, p.classes, p.coords, w, h, net.net.width, net.net.height, thresh,
-        hier_thresh, tree=region.tree, background=p.background)
+    c = region_candidates(out, region.biases, p.n, p.classes, p.coords, w, h, net.net.width, net.net.height,
+                          thresh, hier_thresh, tree=region.tree, background=p.background)
+    index, box, cls, prob = c.index, c.box, c.cls, c.prob
     if nms > 0:
-        boxes, objectness, probs, index = do_nms_sort(boxes, objectness, probs, nms)
+        order, dropped = do_nms_sort_pairs(c.objectness, index, c.boxes, box, cls, prob, nms)
     else:
-        index = torch.arange(boxes.shape[0], device=boxes.device)
-    return detections(boxes.cpu(), objectness.cpu(), probs.cpu(), index.cpu(), thresh)
+        order, dropped = np.arange(index.size), np.zeros(box.size, dtype=bool)
+    # Every prob here is > thresh; a box is printed with the ones NMS left, classes ascending.
+    starts = np.searchsorted(box, np.arange(index.size + 1))
+    keep = ~dropped
+    boxes, objectness = c.boxes.tolist(), c.objectness[index].tolist()
+    dets = []
+    for b in order.tolist():
+        lo, hi = starts[b], starts[b + 1]
+        kept = keep[lo:hi]
+        if kept.any():
+            dets.append(Detection(tuple(boxes[b]), objectness[b], cls[lo:hi][kept].tolist(),
+                                  prob[lo:hi][kept].tolist(), int(index[b])))
+    return dets
 
 
 def pixel_box(det: Detection, img_w: int, img_h: int) -> tuple[int, int, int, int]:

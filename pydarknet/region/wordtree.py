@@ -142,20 +142,34 @@ def path_to_root(tree: Tree, cls: int) -> list[int]:
 
 
 def tree_softmax(x: Tensor, tree: Tree, dim: int = -1) -> Tensor:
-    """Max-subtracted softmax (temperature 1) over each group's classes along `dim` (Darknet's softmax_tree).
+    """Max-subtracted softmax (temperature 1) over each group's classes along `dim` (Darknet's softmax_tree):
+    `e = exp(x - max)`, `e / sum(e)` in float32 as written (a division, no reciprocal).
 
-    Groups of equal size are gathered next to each other so that each size is one batched softmax."""
+    Groups of equal size are gathered next to each other so that each size is one batched softmax (41
+    sizes in the 9k tree). The ops are the ones `pydarknet.export.codegen` writes out, so that generated
+    code gives the same bits. When no graph is recorded (autograd, tracing), every size is computed in
+    place into one buffer: 867 x 9418 values make this memory bound, and out-of-place ops allocate (and
+    page-fault) a temporary per step and per size, then `cat` them."""
     dim = dim % x.dim()
+    in_place = not ((x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing()
+                    or torch.compiler.is_compiling())
     perm, inverse, buckets = tree._size_buckets
     xp = x.index_select(dim, torch.from_numpy(perm).to(x.device))
+    y = torch.empty_like(xp) if in_place else None
     lead, tail = x.shape[:dim], x.shape[dim + 1 :]
     outs, start = [], 0
     for size, count in buckets:
         chunk = xp.narrow(dim, start, size * count).reshape(*lead, count, size, *tail)
-        e = torch.exp(chunk - chunk.detach().amax(dim + 1, keepdim=True))
-        outs.append((e / e.sum(dim + 1, keepdim=True)).reshape(*lead, size * count, *tail))
+        if y is not None:
+            out = y.narrow(dim, start, size * count).view(*lead, count, size, *tail)
+            torch.sub(chunk, chunk.amax(dim + 1, keepdim=True), out=out).exp_()
+            out.div_(out.sum(dim + 1, keepdim=True))
+        else:
+            e = torch.exp(chunk - chunk.detach().amax(dim + 1, keepdim=True))
+            outs.append((e / e.sum(dim + 1, keepdim=True)).reshape(*lead, size * count, *tail))
         start += size * count
-    return torch.cat(outs, dim).index_select(dim, torch.from_numpy(inverse).to(x.device))
+    y = torch.cat(outs, dim) if y is None else y
+    return y.index_select(dim, torch.from_numpy(inverse).to(x.device))
 
 
 def hierarchy_predictions(probs: Tensor, tree: Tree, dim: int = -1) -> Tensor:
@@ -183,64 +197,75 @@ def hierarchy_top_prediction(probs_abs: Tensor, tree: Tree, hier_thresh: float) 
     From the root group, take the group's max (first index; class 0 if no value is > 0) while
     `p*max > hier_thresh` (float32), descending into its children; stop at a leaf, or return the
     max of the root group, or the parent of the current group."""
-    padded = torch.cat([probs_abs, probs_abs.new_zeros(probs_abs.shape[0], 1)], 1)  # column n: padding
-    return _top_walk(lambda members, parent_abs: padded.gather(1, members), probs_abs.shape[0], tree,
-                     hier_thresh, probs_abs.device)
+    probs = probs_abs.detach().cpu().numpy()
+    padded = np.concatenate([probs, np.zeros((probs.shape[0], 1), probs.dtype)], 1)  # column n: padding
+    top = _top_walk(lambda ids, members, parent_abs: padded[ids[:, None], members], probs.shape[0], tree,
+                    hier_thresh)
+    return torch.from_numpy(top).to(probs_abs.device)
 
 
 def hierarchy_top_prediction_region(raw: Tensor, anchor: Tensor, cell: Tensor, tree: Tree,
                                     hier_thresh: float) -> Tensor:
     """`hierarchy_top_prediction` after `hierarchy_predictions` for boxes whose group-softmax class probs
-    are `raw[anchor[b], :, cell[b]]` of a (n, classes, cells) region view.
+    are `raw[anchor[b], :, cell[b]]` of a (n, classes, cells) region view (see `top_prediction_region`)."""
+    top = top_prediction_region(raw.detach().cpu().numpy(), anchor.cpu().numpy(), cell.cpu().numpy(), tree,
+                                hier_thresh)
+    return torch.from_numpy(top).to(raw.device)
+
+
+def top_prediction_region(raw: np.ndarray, anchor: np.ndarray, cell: np.ndarray, tree: Tree,
+                          hier_thresh: float) -> np.ndarray:
+    """`hierarchy_top_prediction_region` on a numpy view (strided: nothing is copied).
 
     The walk only reads the groups it visits: a member's absolute prob is its own times its parent's,
     and the parent is the max just taken (the same float32 product Darknet stores), so the full
-    tree product over all classes (a pass over the whole output) is never formed."""
+    tree product over all classes (a pass over the whole output) is never formed. A few boxes and ~16
+    levels make it a loop of tiny array operations: numpy's, as torch's per-call cost would dominate."""
     classes = raw.shape[1]
-    anchor, cell = anchor[:, None], cell[:, None]
 
-    def values(members: Tensor, parent_abs: Tensor) -> Tensor:
+    def absolute(ids: np.ndarray, members: np.ndarray, parent_abs: np.ndarray) -> np.ndarray:
         real = members < classes  # index `classes` is padding
-        got = raw[anchor, torch.where(real, members, 0), cell]  # reads only these entries of a strided view
-        return torch.where(real, got * parent_abs[:, None], 0.0)
+        got = raw[anchor[ids, None], np.where(real, members, 0), cell[ids, None]]
+        return np.where(real, got * parent_abs[:, None], np.float32(0))
 
-    return _top_walk(values, anchor.shape[0], tree, hier_thresh, raw.device)
+    return _top_walk(absolute, anchor.shape[0], tree, hier_thresh)
 
 
-def _top_walk(values: Callable[[Tensor, Tensor], Tensor], rows: int, tree: Tree, hier_thresh: float,
-              device: torch.device) -> Tensor:
-    """The walk of `hierarchy_top_prediction`, batched over rows; `values(members, parent_abs)` gives the
-    absolute probs of (rows, S) class ids (id n: padding, 0) whose parent has absolute prob `parent_abs`."""
-    table = torch.from_numpy(tree._padded_groups).to(device)
-    child = torch.from_numpy(tree.child).to(device)
-    parent_of_group = torch.from_numpy(tree.parent[tree.group_offset]).to(device)
-    thresh = torch.tensor(hier_thresh, dtype=torch.float32, device=device)
-    group = torch.zeros(rows, dtype=torch.long, device=device)
-    p = torch.ones(rows, dtype=torch.float32, device=device)
-    parent_abs = torch.ones(rows, dtype=torch.float32, device=device)  # roots: raw * 1 == raw
-    result = torch.full((rows,), -1, dtype=torch.long, device=device)
-    active = torch.ones(rows, dtype=torch.bool, device=device)
-    class0 = values(torch.zeros(rows, 1, dtype=torch.long, device=device), parent_abs)[:, 0]  # a root
+def _top_walk(values: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], rows: int, tree: Tree,
+              hier_thresh: float) -> np.ndarray:
+    """The walk of `hierarchy_top_prediction`, batched over rows; `values(ids, members, parent_abs)` gives
+    the float32 absolute probs of the (len(ids), S) class ids `members` (id n: padding, 0) of rows `ids`,
+    whose parent has absolute prob `parent_abs`. Rows leave the batch as their walk ends."""
+    table, child = tree._padded_groups, tree.child
+    parent_of_group = tree.parent[tree.group_offset]
+    thresh = np.float32(hier_thresh)
+    result = np.full(rows, -1, dtype=np.int64)
+    ids = np.arange(rows)
+    group = np.zeros(rows, dtype=np.int64)
+    p = np.ones(rows, dtype=np.float32)
+    parent_abs = np.ones(rows, dtype=np.float32)  # roots: raw * 1 == raw
+    class0 = values(ids, np.zeros((rows, 1), dtype=np.int64), parent_abs)[:, 0]  # a root
     # Each accepted step moves to a group of later classes, so n+1 steps bound any walk that ends.
     for _ in range(tree.n + 1):
-        if not bool(active.any()):
+        if not ids.size:
             return result
-        members = table[group]
-        vals = values(members, parent_abs)
-        vals = torch.where(vals > 0, vals, 0.0)  # C: max starts at 0 and takes `val > max` (NaN never)
-        best = vals.amax(1)
-        first = ((vals == best[:, None]) & (best[:, None] > 0)).to(torch.uint8).argmax(1)
-        max_i = torch.where(best > 0, members.gather(1, first[:, None])[:, 0], 0)
+        members = table[group, : max(int(tree.group_size[group].max()), 1)]
+        vals = values(ids, members, parent_abs)
+        vals = np.where(vals > 0, vals, np.float32(0))  # C: max starts at 0 and takes `val > max` (NaN never)
+        first = vals.argmax(1)  # the first of equal maxima, as `val > max`
+        every = np.arange(ids.size)
+        best = vals[every, first]
+        max_i = np.where(best > 0, members[every, first], 0)
         pm = p * best
         step = pm > thresh
         nxt = child[max_i]
-        result = torch.where(active & ((step & (nxt < 0)) | (~step & (group == 0))), max_i, result)
-        result = torch.where(active & ~step & (group != 0), parent_of_group[group], result)
-        go = active & step & (nxt >= 0)
+        leaf = (step & (nxt < 0)) | (~step & (group == 0))
+        result[ids[leaf]] = max_i[leaf]
+        up = ~step & (group != 0)
+        result[ids[up]] = parent_of_group[group[up]]
+        go = step & (nxt >= 0)
         # The children's parent is max_i: its absolute prob is `best`, or class 0's when nothing was > 0.
-        parent_abs = torch.where(go, torch.where(best > 0, best, class0), parent_abs)
-        p = torch.where(go, pm, p)
-        group = torch.where(go, nxt, group)
-        active = go
+        parent_abs = np.where(best > 0, best, class0)[go]
+        ids, group, p, class0 = ids[go], nxt[go], pm[go], class0[go]
     raise DarknetError(f"hierarchy_top_prediction does not end with hier_thresh={hier_thresh} "
                        "(Darknet loops forever here)")

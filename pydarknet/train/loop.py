@@ -218,9 +218,6 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
     finally:
         bar.close()
     elapsed = time.time() - start
-    if info.is_main and count:
-        print(f"{count} iterations, {count * imgs} images in {elapsed:.1f} s: {count * imgs / elapsed:.1f} "
-              f"images/s, waiting on data {waited / elapsed:.1%} of the time", file=sys.stderr)
     if info.is_main and (dataset.label_problems or dataset.skipped_images):
         warnings.warn(f"skipped {dataset.label_problems} bad label lines or missing label files and "
                       f"{dataset.skipped_images} unusable samples (--label-policy stop stops at the first)",
@@ -230,6 +227,9 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
         net.save_weights(final)
         if not math.isfinite(avg_loss):
             raise DarknetError("training ended with a non-finite loss", session.cfg_file)
+    if info.is_main and count:
+        print(f"{count} iterations, {count * imgs} images in {elapsed:.1f} s: {count * imgs / elapsed:.1f} "
+              f"images/s, waiting on data {waited / elapsed:.1%} of the time", file=sys.stderr)
     return final
 
 

@@ -68,5 +68,6 @@ def test_options(softmax, background):
 def test_tree_gradient_flows():
     tree = read_tree(ROOT / "data" / "9k.tree")
     x = torch.randn(1, 3 * (5 + tree.n), 2, 2, requires_grad=True)
-    region_activate(x, 3, 4, tree.n, True, tree)[0, 5:9].sum().backward()
+    # Classes 0-3 are all of group 0: weights that differ, or the group's softmax sums to a constant.
+    (region_activate(x, 3, 4, tree.n, True, tree)[0, 5:9] * torch.arange(1.0, 5.0)[:, None, None]).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

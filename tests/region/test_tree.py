@@ -158,6 +158,41 @@ def test_tree_softmax_is_a_softmax_per_group(tree9k):
     torch.testing.assert_close(sums, torch.ones_like(sums), atol=2e-6, rtol=0)
 
 
+def group_slices(x: torch.Tensor, tree: Tree, dim: int) -> list[torch.Tensor]:
+    return [x.narrow(dim, lo, size) for lo, size in zip(tree.group_offset.tolist(), tree.group_size.tolist())]
+
+
+def loop_tree_softmax(x: torch.Tensor, tree: Tree, dim: int) -> torch.Tensor:
+    """One max-subtracted softmax per group, group by group."""
+    parts = []
+    for chunk in group_slices(x, tree, dim):
+        e = torch.exp(chunk - chunk.amax(dim, keepdim=True))
+        parts.append(e / e.sum(dim, keepdim=True))
+    return torch.cat(parts, dim)
+
+
+@pytest.mark.parametrize(("shape", "dim"), [((1, 3, -1, 6), 2), ((4, -1), 1), ((-1, 2, 3), 0)])
+def test_tree_softmax_matches_the_group_loop_in_place_or_not(tree9k, shape, dim):
+    g = torch.Generator().manual_seed(5)
+    shape = tuple(tree9k.n if s < 0 else s for s in shape)
+    x = torch.randn(shape, generator=g) * 6
+    x[torch.rand(shape, generator=g) < 0.3] = 2.0  # ties, also for the group max
+    x.narrow(dim, 0, 4).fill_(-200.0)  # a whole group far below 0: exp underflows without the max
+    ref = loop_tree_softmax(x, tree9k, dim)
+    fast = tree_softmax(x, tree9k, dim)  # no graph: in place
+    xg = x.clone().requires_grad_()
+    graph = tree_softmax(xg, tree9k, dim)
+    assert torch.equal(fast, graph.detach())  # the same ops, in place or not
+    torch.testing.assert_close(fast, ref, atol=1e-7, rtol=1e-6)
+    weights = torch.rand(shape, generator=g)
+    (graph * weights).sum().backward()
+    # Per group, d/dx of sum(w * softmax(x)) is y * (w - sum(w * y)).
+    want = torch.cat([(y * (w - (w * y).sum(dim, keepdim=True)))
+                      for y, w in zip(group_slices(ref, tree9k, dim), group_slices(weights, tree9k, dim))], dim)
+    assert xg.grad.abs().sum() > 0
+    torch.testing.assert_close(xg.grad, want, atol=1e-6, rtol=1e-5)
+
+
 def test_tree_softmax_gradient(tmp_path):
     tree = read_tree(write_tree(tmp_path, [-1, -1, 0, 0, 0, 1, 1, -1, 2]))
     x = torch.randn(3, tree.n, dtype=torch.float64, requires_grad=True)
