@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--valid", type=int, default=300)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--eval-images", type=int, default=100, help="held-out images scored per checkpoint")
+    ap.add_argument("--eval-images", type=int, default=300, help="held-out images scored per checkpoint")
     ap.add_argument("--eval-only", action="store_true", help="score the checkpoints of an earlier run")
     ap.add_argument("--install", action="store_true")
     args = ap.parse_args()
@@ -57,11 +57,14 @@ def main() -> int:
         start = time.time()
         cmd = [sys.executable, "-m", "pydarknet", "detector", "train", str(data), str(cfg), "--workers",
                str(args.workers), "--minutes", str(args.minutes), "--darknet-log"]
-        log = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        run = subprocess.run(cmd, check=True, capture_output=True, text=True)
         wall = time.time() - start
+        summary = re.findall(r"^\d+ iterations, .*$", run.stderr, re.M)
+        log = run.stdout + "".join(f"# {line}\n" for line in summary)  # images/s, data-wait share
         (backup / "train.log").write_text(f"# {start} {wall}\n{log}")
     lines = [m for m in re.finditer(r"^(\d+): [\d.]+, ([\d.]+) avg", log, re.M)]
     batches = int(lines[-1].group(1)) if lines else 0
+    print(*re.findall(r"^# (\d+ iterations, .*)$", log, re.M), sep="\n")
     net_cfg = pydarknet.load(cfg).net
     print(f"trained {batches} batches x {net_cfg.full_batch} images in {wall / 60:.1f} min: "
           f"{batches * net_cfg.full_batch / wall:.1f} images/s (data loading included)")

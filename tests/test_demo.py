@@ -68,30 +68,30 @@ def test_cli_writes_every_frame_annotated(tmp_path: Path, video: Path, capsys: p
     assert len(outputs) == len(inputs) == FRAMES and out_fps == in_fps == FPS
     assert all(o.shape == i.shape == (128, 128, 3) for o, i in zip(outputs, inputs))
     dets = VideoDetector(net, avg=1)(inputs[0])
-    assert [d.label(names) for d in dets] == ["star"]
+    assert [d.label(names) for d in dets] == ["circle", "star"]
     expected = annotate(inputs[0], dets, names, 5)
     drawn = np.abs(expected.astype(int) - inputs[0]).max(axis=2) > 60  # the box outline and label
     assert drawn.sum() > 200
     for o, i in zip(outputs, inputs):
         change = np.abs(o.astype(int) - i).max(axis=2)
         assert change[drawn].mean() > 60 and change[~drawn].mean() < 4  # re-encoding noise elsewhere
-        assert np.abs(o.astype(int) - expected).mean() < 3
+        assert np.abs(o.astype(int) - expected).mean() < 4  # MJPG re-encoding of the frame and the drawing
 
     # Darknet's per-frame block: FPS:%.1f, Objects:, a blank line, the detections.
-    assert len(re.findall(r"^FPS:\d+\.\d\nObjects:\n\nstar: \d+%\n", stdout, re.M)) == FRAMES
+    assert len(re.findall(r"^FPS:\d+\.\d\nObjects:\n\ncircle: \d+%\nstar: \d+%\n", stdout, re.M)) == FRAMES
     assert stdout.splitlines()[-1].startswith(f"{out}: {FRAMES} frames, 128x128 at 10 fps; average FPS:")
 
 
 def test_darknet_averaging_over_three_frames(tmp_path: Path, video: Path, net: pydarknet.Darknet,
                                              names: list[str]) -> None:
     """Darknet's -avg 3 (default): the first frames are decoded from 1/3 and 2/3 of their output, so the
-    ~55% star appears from the third frame on."""
+    circle (97%) and star (93%) appear from the third frame on."""
     seen = []
     result = run_demo(net, str(video), tmp_path / "out.avi", names, on_frame=lambda f: seen.append(f))
     assert result.frames == FRAMES and [f.index for f in seen] == list(range(FRAMES))
     assert all(f.total == FRAMES for f in seen)
     found = [[d.label(names) for d in f.detections] for f in seen]
-    assert found == [[], []] + [["star"]] * (FRAMES - 2)
+    assert found == [[], []] + [["circle", "star"]] * (FRAMES - 2)
     single = VideoDetector(net, avg=1)(read_frames(video)[0][0])[0]
     assert seen[-1].detections[0].bbox == pytest.approx(single.bbox, abs=1e-5)
     assert seen[-1].detections[0].probs == pytest.approx(single.probs, abs=1e-5)

@@ -48,11 +48,11 @@ def test_table_reports_both():
 def test_cli_map(tmp_path, capsys):
     data = make_shapes_dataset(tmp_path / "shapes", n_train=0, n_valid=6, size=(128, 128), seed=5)
     args = ["detector", "map", str(data), str(ROOT / "cfg" / "shapes.cfg"), str(ROOT / "models" / "shapes.weights")]
-    assert main(args + ["-iou", ".75"]) == 0
+    assert main(args + ["-iou", ".9"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["class", "AP", "AP07", "truths", "dets"]
-    strict = float(re.search(r"mAP@\.75\) = ([\d.]+)", out).group(1))
-    assert re.search(r"VOC2007 11-point mAP@\.75 = [\d.]+", out)
+    strict = float(re.search(r"mAP@\.9\) = ([\d.]+)", out).group(1))
+    assert re.search(r"VOC2007 11-point mAP@\.9 = [\d.]+", out)
     assert main(args) == 0
     loose = float(re.search(r"mAP@\.5\) = ([\d.]+)", capsys.readouterr().out).group(1))
     assert 0 <= strict < loose <= 1

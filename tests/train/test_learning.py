@@ -13,9 +13,10 @@ from pydarknet.data.synthetic import make_shapes_dataset
 def test_training_learns_shapes(tmp_path, capsys):
     data = make_shapes_dataset(tmp_path / "shapes", n_train=400, n_valid=60, size=(96, 96), seed=7)
     cfg = (ROOT / "cfg" / "shapes.cfg").read_text()
-    cfg = cfg.replace("width=128\nheight=128", "width=96\nheight=96").replace("batch=32", "batch=16")
-    cfg = cfg.replace("burn_in=100", "burn_in=20").replace("max_batches=1200", "max_batches=400")
-    cfg = cfg.replace("steps=700,1000", "steps=330,370")
+    small = {"width": 96, "height": 96, "batch": 16, "burn_in": 20, "max_batches": 400, "steps": "330,370"}
+    for key, value in small.items():
+        cfg, n = re.subn(rf"^{key}\s*=.*$", f"{key}={value}", cfg, count=1, flags=re.M)
+        assert n == 1, key
     (tmp_path / "small.cfg").write_text(cfg)
     args = ["detector", "train", str(data), str(tmp_path / "small.cfg"), "--workers", "1", "--darknet-log"]
     assert main(args) == 0
@@ -26,5 +27,5 @@ def test_training_learns_shapes(tmp_path, capsys):
     final = tmp_path / "shapes" / "backup" / "small_final.weights"
     assert main(["detector", "map", str(data), str(tmp_path / "small.cfg"), str(final)]) == 0
     m = re.search(r"mAP@\.5\) = ([\d.]+)", capsys.readouterr().out)
-    # Measured: an untrained net scores ~0.004 (chance); this seeded run 0.034; the 20-minute run ~0.7.
-    assert float(m.group(1)) > 0.02
+    # Measured: an untrained net scores ~0.004 (chance); this seeded run 0.069; the 20-minute run 0.997.
+    assert float(m.group(1)) > 0.03
