@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydarknet.train.distributed import is_main_process
 from pydarknet.train.loop import TrainOptions, train_detector
 
 
@@ -17,7 +18,8 @@ def _options(args: argparse.Namespace, **extra) -> TrainOptions:
 
 def detector_train(args: argparse.Namespace) -> int:
     final = train_detector(args.data, args.cfg, args.weights, _options(args, loader=args.loader))
-    print(f"Saved {final}")
+    if is_main_process():
+        print(f"Saved {final}")
     return 0
 
 
@@ -25,7 +27,8 @@ def classifier_train(args: argparse.Namespace) -> int:
     from pydarknet.train.classifier import train_classifier
 
     final = train_classifier(args.data, args.cfg, args.weights, _options(args))
-    print(f"Saved {final}")
+    if is_main_process():
+        print(f"Saved {final}")
     return 0
 
 

@@ -41,6 +41,11 @@ def init_from_env(device: torch.device) -> DistInfo:
     return DistInfo(rank, world, local_rank)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a single process: the one that prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -73,8 +73,11 @@ class Trainer:
             # softmax_x_ent: delta = truth - p; a following [cost] (sse) adds the same delta again.
             target = truth.to(out.device).view_as(out)
             delta = target - out.detach()
-            cost = float(-(target * torch.log(out.detach().clamp_min(1e-30))).sum())
+            xent = float(-torch.where(target != 0, torch.log(out.detach().clamp_min(1e-30)), 0).sum())
             n_cost = sum(1 for k in self.net.kinds[self.net.output_index + 1:] if k == "cost")
+            # calc_network_cost reports the mean over the layers that have a cost: softmax's cross-entropy
+            # and each [cost] layer's sum of squared deltas.
+            cost = (xent + n_cost * float((delta * delta).sum())) / (1 + n_cost)
             return delta * (1 + n_cost), cost
         raise DarknetError("training needs a [region] or [softmax] output layer", self.net.cfg_path)
 

@@ -117,7 +117,10 @@ def test_softmax_gradient_reaches_the_logits_as_darknets(tmp_path: Path) -> None
     probs.backward(-delta)
     p = probs.detach().numpy()
     np.testing.assert_allclose(logits.grad.flatten(1).numpy(), 2 * (p - truth.numpy()), rtol=1e-6, atol=1e-7)
-    assert cost == pytest.approx(float(-np.log(p[[0, 1, 2, 3], [0, 1, 2, 1]]).sum()), rel=1e-5)
+    # Darknet prints the mean of the two layers' costs: softmax's cross-entropy and [cost]'s sum of squares.
+    xent = float(-np.log(p[[0, 1, 2, 3], [0, 1, 2, 1]]).sum())
+    sse = float(((truth.numpy() - p) ** 2).sum())
+    assert cost == pytest.approx((xent + sse) / 2, rel=1e-5)
 
 
 def test_epoch_checkpoint_schedule() -> None:

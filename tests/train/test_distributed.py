@@ -102,6 +102,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
            str(_data_file(tmp_path, data, "two")), str(cfg), *common[4:]]
     run = subprocess.run(ddp, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("Saved ") == 1  # only rank 0 prints
 
     torch.manual_seed(5)  # the initial weights both runs started from (training seeds torch with --seed)
     start, one, two = build_network(cfg), build_network(cfg), build_network(cfg)
