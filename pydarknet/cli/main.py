@@ -38,10 +38,15 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     _add_device(p)
 
 
-def _add_train_options(p: argparse.ArgumentParser, label_policy_help: str) -> None:
+def _add_data_cfg_weights(p: argparse.ArgumentParser, weights_nargs: str | None = None) -> None:
+    """Darknet's `<command> DATA CFG WEIGHTS` positionals."""
     p.add_argument("data")
     p.add_argument("cfg")
-    p.add_argument("weights", nargs="?")
+    p.add_argument("weights", nargs=weights_nargs)
+
+
+def _add_train_options(p: argparse.ArgumentParser, label_policy_help: str) -> None:
+    _add_data_cfg_weights(p, weights_nargs="?")
     p.add_argument("-clear", "--clear", action="store_true", help="reset the seen-images counter")
     p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many updates")
@@ -59,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     det = sub.add_parser("detector", help="Darknet's detector commands").add_subparsers(dest="sub", required=True)
     p = det.add_parser("test", help="detect objects in an image and print Darknet's lines")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     p.add_argument("images", nargs="*", help="images or directories (prompted for when missing)")
     _add_detect_options(p)
     p.set_defaults(func="pydarknet.cli.detect:detector_test")
@@ -75,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.train:detector_train")
 
     p = det.add_parser("demo", help="detect on every frame of a video file or camera, write the annotated video")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     p.add_argument("video", nargs="?", help="video file, or camera index (default: camera -c)")
     p.add_argument("-c", dest="camera", type=int, default=0, help="camera index when no VIDEO (default 0)")
     p.add_argument("-out_filename", "--out-filename", default="predictions.avi",
@@ -94,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.demo:detector_demo")
 
     p = det.add_parser("map", help="VOC2010+ area and VOC2007 11-point AP per class on the valid list")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     p.add_argument("-thresh", "--thresh", type=float, default=0.005)
     p.add_argument("-iou", "--iou", type=float, default=0.5)
     p.add_argument("--coco", action="store_true", help="also COCO mAP@[.5:.95] (needs pycocotools: the coco extra)")
@@ -106,17 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = det.add_parser("valid", help="write Darknet's result files for the valid list (by the .data eval=: "
                        "VOC comp4_det_test_<class>.txt, coco_results.json, imagenet-detection.txt) under results=")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     p.add_argument("-out", "--out", default=None, help="file name prefix inside the results= directory")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_valid")
 
     p = det.add_parser("recall", help="Darknet's proposal recall lines (on stderr) for the valid list")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_recall")
 
@@ -132,9 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     cls = sub.add_parser("classifier", help="Darknet's classifier commands").add_subparsers(dest="sub",
                                                                                          required=True)
     p = cls.add_parser("predict", help="print the top-k classes of an image")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     p.add_argument("image")
     p.add_argument("-top", "--top", type=int, default=None, help="how many (default: the .data file's top=)")
     _add_device(p)
@@ -146,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.train:classifier_train")
 
     p = cls.add_parser("valid", help="top-1 and top-k accuracy on the valid list (centre crop, Darknet's lines)")
-    p.add_argument("data")
-    p.add_argument("cfg")
-    p.add_argument("weights")
+    _add_data_cfg_weights(p)
     p.add_argument("-top", "--top", type=int, default=None, help="k (default: the .data file's top=, else 1)")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.train:classifier_valid")
