@@ -6,8 +6,11 @@
 - a conv becomes one oneDNN primitive with pre-packed weights and its activation fused, on channels_last
   activations (torch's own conv reorders the weights on every call and runs the activation separately);
 - a 3x3 stride-1 conv with many input channels becomes Winograd F(2x2, 3x3) or F(4x4, 3x3): 16
-  multiplies per 2x2 outputs instead of 36, or 36 per 4x4 instead of 144, as three matrix products
-  (`winograd_tile` says where);
+  multiplies per 2x2 outputs instead of 36, or 36 per 4x4 instead of 144 (`winograd_tile` says where);
+- a batch runs one image at a time, the size every packed layout was chosen for (and whose activations
+  stay in cache);
+- glibc is asked to keep freed memory (process-wide `mallopt`), so that no pass page-faults its
+  activations in again;
 - the network is built without random initialisation when a weights file fills every tensor.
 
 Outputs move by float rounding only (tests/test_fast_path.py states the tolerance). The result is for
@@ -51,8 +54,8 @@ _WINOGRAD = {
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
 }
 _ONES_COLUMN = 1
-# Past this many output pixels per call (batch x h x w) the transforms' memory traffic outweighs the
-# products saved: a conv with small weights (<= _SMALL_WEIGHTS floats) also keeps a direct version then.
+# Past this many output pixels per image the transforms' memory traffic outweighs the products saved
+# (measured up to 104x104); F(4x4) only for weights up to _SMALL_WEIGHTS floats (memory).
 _WINOGRAD_MAX_PIXELS = 12_000
 _SMALL_WEIGHTS = 1 << 20
 _libc: ctypes.CDLL | None = None
@@ -108,12 +111,16 @@ class PackedConv(_InferenceConv):
 
 class WinogradConv(_InferenceConv):
     """A 3x3, stride 1, pad 1 conv as Winograd F(m x m, 3 x 3) on NHWC data: (m+2)^2 multiplies per m x m
-    outputs instead of 9 m^2. Input tiles are transformed by one GEMM, the (m+2)^2 channel products are
-    one batched GEMM (bias included), the outputs are transformed by one GEMM."""
+    outputs instead of 9 m^2. Input tiles are transformed by a batched GEMM; the (m+2)^2 channel products
+    are one grouped 1x1 oneDNN conv (a group per Winograd slot, its weights packed once, the bias inside);
+    the outputs are transformed by a batched GEMM.
 
-    def __init__(self, layer: ConvLayer, m: int, direct: PackedConv | None = None) -> None:
+    oneDNN chooses the packed weight layout by problem size, and a call of another size reorders all the
+    weights again (a 1024 x 1024 conv: 645 ms against 10 measured), so the tiles always go through in
+    blocks of the count they were packed for: one block for the map the network was built for."""
+
+    def __init__(self, layer: ConvLayer, m: int, in_shape: list[int]) -> None:
         super().__init__(layer.act.name)
-        self.direct = direct
         bt, g, at = (torch.tensor(t, dtype=torch.float64) for t in _WINOGRAD[m])
         t = m + 2
         # The transform is linear per filter: Darknet's BN multiplier (ConvLayer.folded) is applied to
@@ -121,19 +128,22 @@ class WinogradConv(_InferenceConv):
         weight = layer.conv.weight.detach()
         mult, bias = (None, layer.conv.bias.detach()) if layer.bn is None else layer.bn.folded()
         k, c = weight.shape[:2]
-        kron_g = torch.kron(g, g).float()  # (t^2, 9): G g Gt of a flattened 3x3 g
-        u = torch.empty(t * t, c, k)
-        for start in range(0, k, 256):  # in slices of filters, so that the temporaries stay small
-            part = weight[start:start + 256]
-            flat = part.reshape(len(part), c * 9).t().contiguous().view(c, 9, len(part))
-            u[:, :, start:start + 256] = torch.matmul(kron_g, flat).permute(1, 0, 2)
+        # (t^2, 9) @ (9, k c): G g Gt of every filter, laid out as the grouped conv's (t^2 k, c, 1, 1).
+        u = torch.mm(torch.kron(g, g).float(), weight.reshape(k * c, 9).t()).view(t * t, k, c)
         if mult is not None:
-            u.mul_(mult)
+            u.mul_(mult[:, None])
         self.m = m
-        self.u = nn.Parameter(u, requires_grad=False)
-        slot_bias = torch.zeros(t * t, 1, k)
-        slot_bias[_ONES_COLUMN * t + _ONES_COLUMN, 0] = bias
-        self.register_buffer("slot_bias", slot_bias, persistent=False)
+        self.block = in_shape[0] * -(-in_shape[2] // m) * -(-in_shape[3] // m)
+        self.group_args = ([0, 0], [1, 1], [1, 1], t * t)
+        packed = u.view(t * t * k, c, 1, 1).to_mkldnn()
+        del u  # the packing copies twice: keep at most two copies of the largest weights alive
+        self.weight = torch._C._nn.mkldnn_reorder_conv2d_weight(packed, *self.group_args,
+                                                                [1, t * t * c, self.block, 1])
+        # The bias goes into the slot whose At column is all ones; a parameter (frozen), so that
+        # `next(net.parameters())` still tells the device.
+        slot_bias = torch.zeros(t * t, k)
+        slot_bias[_ONES_COLUMN * t + _ONES_COLUMN] = bias
+        self.bias = nn.Parameter(slot_bias.view(-1), requires_grad=False)
         self.register_buffer("bt", torch.kron(bt, bt).float(), persistent=False)
         self.register_buffer("at", torch.kron(at, at).float(), persistent=False)
         self.slope = 0.1 if layer.act.name == "leaky" else 0.0 if layer.act.name == "relu" else None
@@ -141,48 +151,72 @@ class WinogradConv(_InferenceConv):
     def forward(self, x: Tensor) -> Tensor:
         self.check_eval()
         n, c, h, w = x.shape
-        if self.direct is not None and n * h * w > _WINOGRAD_MAX_PIXELS:
-            return self.direct(x)
-        m, t, k = self.m, self.m + 2, self.u.shape[2]
+        m, t, k, block = self.m, self.m + 2, self.bias.numel() // (self.m + 2) ** 2, self.block
         th, tw = -(-h // m), -(-w // m)
-        # NHWC, padded by 1 and up to whole m x m output tiles.
+        # NHWC, padded by 1 and up to whole m x m output tiles; one row of t x t x c per tile.
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * tw - w + 1, 1, m * th - h + 1))
         s = xp.stride()
-        tiles = xp.as_strided((t, t, n, th, tw, c), (s[1], s[2], s[0], m * s[1], m * s[2], s[3]))
-        v = torch.mm(self.bt, tiles.reshape(t * t, -1))
-        products = torch.baddbmm(self.slot_bias, v.view(t * t, n * th * tw, c), self.u)
-        y = torch.mm(self.at, products.view(t * t, -1))
+        tiles = xp.as_strided((n, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3]))
+        tiles = tiles.reshape(n * th * tw, t * t, c)
+        y = torch.empty(len(tiles), m * m, k, dtype=x.dtype, device=x.device)
+        for start in range(0, len(tiles), block):
+            part = tiles[start:start + block]
+            count = len(part)
+            if count < block:
+                part = F.pad(part, (0, 0, 0, 0, 0, block - count))
+            v = torch.matmul(self.bt, part)  # (block, t^2, c): NHWC of a (1, t^2 c, block, 1) map
+            products = torch.ops.mkldnn._convolution_pointwise(
+                v.view(1, block, 1, t * t * c).permute(0, 3, 1, 2), self.weight, self.bias, *self.group_args,
+                "none", [], None)
+            torch.matmul(self.at, products.permute(0, 2, 3, 1).view(block, t * t, k)[:count],
+                         out=y[start:start + count])
         if self.slope is not None:
             F.leaky_relu_(y, self.slope)  # elementwise: the same before the tiles are put in place
         elif self.act is not None:
             y = self.act(y)
         out = torch.empty(n, th, m, tw, m, k, dtype=x.dtype, device=x.device)
-        out.copy_(y.view(m, m, n, th, tw, k).permute(2, 3, 0, 4, 1, 5))
+        out.copy_(y.view(n, th, tw, m, m, k).permute(0, 1, 3, 2, 4, 5))
         return out.view(n, m * th, m * tw, k)[:, :h, :w].permute(0, 3, 1, 2)
 
 
 def winograd_tile(layer: ConvLayer, h: int, w: int) -> int:
-    """The m of the Winograd F(m x m, 3 x 3) that beat the direct oneDNN conv for this conv on an h x w map,
-    or 0 (per-shape timings in benchmarks/README.md): from 128 input channels and 8x8 maps (7x7 pads to
-    8x8 tiles, a third wasted). m = 4 (fewer products, more transform work) from 24x24 maps, where its
-    weights (36/9 of the conv's, against 16/9 for m = 2) stay small."""
+    """The m of the Winograd F(m x m, 3 x 3) that beat the direct oneDNN conv for this conv on an h x w map
+    at batch 1, or 0 (per-shape timings in benchmarks/README.md): m = 4 from 64 input channels on maps of
+    24x24 up to _WINOGRAD_MAX_PIXELS, where its weights (36/9 of the conv's) stay small; m = 2 (16/9) from
+    128 input channels on 8x8 maps and more (7x7 pads to 8x8 tiles, a third wasted)."""
     conv = layer.conv
     if (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) != ((3, 3), (1, 1), (1, 1),
                                                                                       (1, 1), 1):
         return 0
-    if conv.in_channels < 128 or min(h, w) < 8:
+    if h * w > _WINOGRAD_MAX_PIXELS:
         return 0
-    return 4 if min(h, w) >= 24 and conv.weight.numel() <= _SMALL_WEIGHTS else 2
+    if conv.in_channels >= 64 and min(h, w) >= 24 and conv.weight.numel() <= _SMALL_WEIGHTS:
+        return 4
+    return 2 if conv.in_channels >= 128 and min(h, w) >= 8 else 0
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        _libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return _libc
 
 
 def _trim_heap() -> None:
     """Return the heap's free pages to the OS (glibc's malloc_trim): the weights of each replaced layer
     leave a hole the next layer's may not fit in, which would otherwise stay resident."""
-    global _libc
-    if _libc is None and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    if _libc is not None:
-        _libc.malloc_trim(0)
+    if (libc := _glibc()) is not None:
+        libc.malloc_trim(0)
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc serve large blocks from the heap and keep freed pages: by default a block over its
+    (dynamic) mmap threshold is mapped on allocation and unmapped on free, so every pass page-faults its
+    activations in again (yolo-voc at batch 1: 141 ms against 118). Process-wide, hence documented."""
+    if (libc := _glibc()) is not None:
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 @torch.no_grad()
@@ -198,10 +232,11 @@ def optimize_for_inference(net: Darknet, winograd: bool = True) -> Darknet:
     for i in sorted(convs, key=lambda j: -net.layers[j].conv.weight.numel()):
         layer, shape = net.layers[i], [1, inputs[i].c, inputs[i].h, inputs[i].w]
         m = winograd_tile(layer, shape[2], shape[3]) if winograd else 0
-        direct = PackedConv(layer, shape) if not m or layer.conv.weight.numel() <= _SMALL_WEIGHTS else None
-        net.layers[i] = WinogradConv(layer, m, direct) if m else direct
+        net.layers[i] = WinogradConv(layer, m, shape) if m else PackedConv(layer, shape)
         del layer
         _trim_heap()
+    net.one_image_at_a_time = True  # the packed layouts are those of one image (see WinogradConv)
+    _keep_freed_memory()
     return net.eval()  # the new modules too
 
 

@@ -59,7 +59,8 @@ def test_winograd_everywhere_matches_exact(infer_dir, m, monkeypatch):
 
 @mkldnn
 def test_winograd_batch_and_odd_sizes_match_conv():
-    """Batches, odd map sizes (partial tiles), the direct fallback past _WINOGRAD_MAX_PIXELS, activations."""
+    """Packed for 13x11 (12 tiles of 4x4, 42 of 2x2): the same size, fewer tiles than a block (padded), a
+    batch and a larger map (several blocks, the last one partial); activations."""
     torch.manual_seed(0)
     for activation in ("leaky", "linear", "logistic"):
         layer = ConvLayer(128, 64, 3, 1, 1, 1, batch_normalize=True, activation=activation).eval()
@@ -67,11 +68,24 @@ def test_winograd_batch_and_odd_sizes_match_conv():
             layer.bn.running_var.uniform_(0.5, 1.5)
             layer.bn.running_mean.normal_(0, 0.1)
         for m in (2, 4):
-            conv = fast.WinogradConv(layer, m, fast.PackedConv(layer, [1, 128, 13, 11])).eval()
-            for shape in ((1, 128, 13, 11), (3, 128, 8, 9), (2, 128, 80, 80)):
+            conv = fast.WinogradConv(layer, m, [1, 128, 13, 11]).eval()
+            for shape in ((1, 128, 13, 11), (1, 128, 5, 3), (3, 128, 8, 9), (2, 128, 80, 80)):
                 x = torch.randn(shape)
                 with torch.no_grad():
                     torch.testing.assert_close(conv(x), layer(x), atol=ATOL, rtol=RTOL)
+
+
+@mkldnn
+@pytest.mark.parametrize("infer_dir", infer_dirs(["mini_voc", "mini_cls"]), ids=lambda d: f"{d.parent.name}/{d.name}")
+def test_fast_batch_runs_image_by_image(infer_dir, monkeypatch):
+    """A batch through the fast net (one image at a time, Winograd forced on) equals the exact batch."""
+    monkeypatch.setattr(fast, "winograd_tile", lambda layer, h, w: 4 if layer.conv.kernel_size == (3, 3) else 0)
+    net = fast.optimize_for_inference(_exact(infer_dir))
+    assert net.one_image_at_a_time
+    x = torch.from_numpy(np.load(infer_dir / "input.npy"))[None]
+    batch = torch.cat([x, x.flip(-1), 1 - x])
+    with torch.no_grad():
+        torch.testing.assert_close(net(batch), _exact(infer_dir)(batch), atol=ATOL, rtol=RTOL)
 
 
 @mkldnn
