@@ -148,28 +148,30 @@ class WinogradConv(_InferenceConv):
         self.register_buffer("at", torch.kron(at, at).float(), persistent=False)
         self.slope = 0.1 if layer.act.name == "leaky" else 0.0 if layer.act.name == "relu" else None
 
+    def _products(self, tiles: Tensor) -> Tensor:
+        """(block, t^2, c) input tiles -> (block, m^2, k) output tiles, before the activation."""
+        block, t2, c = tiles.shape
+        v = torch.matmul(self.bt, tiles)  # NHWC of a (1, t^2 c, block, 1) map
+        products = torch.ops.mkldnn._convolution_pointwise(v.view(1, block, 1, t2 * c).permute(0, 3, 1, 2),
+                                                           self.weight, self.bias, *self.group_args, "none", [],
+                                                           None)
+        return torch.matmul(self.at, products.permute(0, 2, 3, 1).view(block, t2, -1))
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_eval()
         n, c, h, w = x.shape
-        m, t, k, block = self.m, self.m + 2, self.bias.numel() // (self.m + 2) ** 2, self.block
+        m, t, k = self.m, self.m + 2, self.bias.numel() // (self.m + 2) ** 2
         th, tw = -(-h // m), -(-w // m)
         # NHWC, padded by 1 and up to whole m x m output tiles; one row of t x t x c per tile.
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * tw - w + 1, 1, m * th - h + 1))
         s = xp.stride()
         tiles = xp.as_strided((n, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3]))
         tiles = tiles.reshape(n * th * tw, t * t, c)
-        y = torch.empty(len(tiles), m * m, k, dtype=x.dtype, device=x.device)
-        for start in range(0, len(tiles), block):
-            part = tiles[start:start + block]
-            count = len(part)
-            if count < block:
-                part = F.pad(part, (0, 0, 0, 0, 0, block - count))
-            v = torch.matmul(self.bt, part)  # (block, t^2, c): NHWC of a (1, t^2 c, block, 1) map
-            products = torch.ops.mkldnn._convolution_pointwise(
-                v.view(1, block, 1, t * t * c).permute(0, 3, 1, 2), self.weight, self.bias, *self.group_args,
-                "none", [], None)
-            torch.matmul(self.at, products.permute(0, 2, 3, 1).view(block, t * t, k)[:count],
-                         out=y[start:start + count])
+        if len(tiles) == self.block:  # the map the network was built for
+            y = self._products(tiles)
+        else:
+            padded = F.pad(tiles, (0, 0, 0, 0, 0, -len(tiles) % self.block))
+            y = torch.cat([self._products(part) for part in padded.split(self.block)])[:len(tiles)]
         if self.slope is not None:
             F.leaky_relu_(y, self.slope)  # elementwise: the same before the tiles are put in place
         elif self.act is not None:
