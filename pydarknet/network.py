@@ -59,8 +59,9 @@ class Darknet(nn.Module):
         self.output_index = max(i for i, k in enumerate(self.kinds) if k != "cost" or i == 0)
         self.register_buffer("_seen", torch.zeros((), dtype=torch.int64), persistent=True)
         self.weights_header: tuple[int, int, int] = (0, 2, 0)
-        # Set by the CPU fast path (pydarknet.fast), whose packed weights are laid out for one image.
-        self.one_image_at_a_time = False
+        # Set by the CPU fast path (pydarknet.fast): its packed weights are laid out for one image, so a
+        # batch runs image by image, and some of its layers overwrite their input.
+        self.inference_optimized = False
 
     @property
     def seen(self) -> int:
@@ -90,12 +91,14 @@ class Darknet(nn.Module):
         return outputs
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.one_image_at_a_time and len(x) > 1:
+        if self.inference_optimized and len(x) > 1:
             return torch.cat([self._run(x[i:i + 1], keep_all=False)[self.output_index] for i in range(len(x))])
         return self._run(x, keep_all=False)[self.output_index]
 
     def layer_outputs(self, x: Tensor) -> list[Tensor]:
         """Every layer's output in order (index 0 = first layer after [net])."""
+        if self.inference_optimized:
+            raise DarknetError("layer outputs need the network as loaded: the fast path overwrites some of them")
         return self._run(x, keep_all=True)
 
     def summary(self) -> str:

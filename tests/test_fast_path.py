@@ -81,7 +81,7 @@ def test_fast_batch_runs_image_by_image(infer_dir, monkeypatch):
     """A batch through the fast net (one image at a time, Winograd forced on) equals the exact batch."""
     monkeypatch.setattr(fast, "winograd_tile", lambda layer, h, w: 4 if layer.conv.kernel_size == (3, 3) else 0)
     net = fast.optimize_for_inference(_exact(infer_dir))
-    assert net.one_image_at_a_time
+    assert net.inference_optimized
     x = torch.from_numpy(np.load(infer_dir / "input.npy"))[None]
     batch = torch.cat([x, x.flip(-1), 1 - x])
     with torch.no_grad():
@@ -94,6 +94,8 @@ def test_fast_net_refuses_training_and_saving(tmp_path):
     net = pydarknet.load(cfg_for(infer_dir), infer_dir.parent / "net.weights", fast=True)
     with pytest.raises(DarknetError, match="cannot be saved"):
         net.save_weights(tmp_path / "x.weights")
+    with pytest.raises(DarknetError, match="fast path overwrites"):
+        net.layer_outputs(torch.zeros(1, 3, net.input_shape.h, net.input_shape.w))
     net.train()
     with pytest.raises(DarknetError, match="cannot be trained"):
         _outputs(infer_dir, net)
