@@ -60,6 +60,8 @@ _ONES_COLUMN = 1
 # (measured up to 104x104); F(4x4) only for weights up to _SMALL_WEIGHTS floats (memory).
 _WINOGRAD_MAX_PIXELS = 12_000
 _SMALL_WEIGHTS = 1 << 20
+# Temporaries per band of tile rows in WinogradConv, where its weights are small next to them.
+_BAND_BYTES = 8 << 20
 _libc: ctypes.CDLL | None = None
 
 
@@ -119,7 +121,10 @@ class WinogradConv(_InferenceConv):
 
     oneDNN chooses the packed weight layout by problem size, and a call of another size reorders all the
     weights again (a 1024 x 1024 conv: 645 ms against 10 measured), so the tiles always go through in
-    blocks of the count they were packed for: one block for the map the network was built for."""
+    blocks of the count they were packed for. On the map the network was built for, a block is a band of
+    whole tile rows: one band, or several where the temporaries would be large next to the weights
+    (which each band reads again), so that they stay small (yolo-voc's 104x104 layers: 30 MB in 4 bands;
+    within 1-3 ms of one band over the network, and its peak RSS about 20 MB lower)."""
 
     def __init__(self, layer: ConvLayer, m: int, in_shape: list[int]) -> None:
         super().__init__(layer.act.name)
@@ -135,7 +140,13 @@ class WinogradConv(_InferenceConv):
         if mult is not None:
             u.mul_(mult[:, None])
         self.m = m
-        self.block = in_shape[0] * -(-in_shape[2] // m) * -(-in_shape[3] // m)
+        self.map = (in_shape[2], in_shape[3])
+        th, tw = -(-in_shape[2] // m), -(-in_shape[3] // m)
+        # Bytes per tile of the tiles, their transform, the products and the output tiles.
+        temporaries = 4 * th * tw * (t * t * (2 * c + k) + m * m * k)
+        bands = 1 if 4 * u.numel() * 4 > temporaries else -(-temporaries // _BAND_BYTES)
+        self.rows = -(-th // min(bands, th))  # tile rows per band
+        self.block = self.rows * tw
         self.group_args = ([0, 0], [1, 1], [1, 1], t * t)
         packed = u.view(t * t * k, c, 1, 1).to_mkldnn()
         del u  # the packing copies twice: keep at most two copies of the largest weights alive
@@ -150,38 +161,42 @@ class WinogradConv(_InferenceConv):
         self.register_buffer("at", torch.kron(at, at).float(), persistent=False)
         self.slope = 0.1 if layer.act.name == "leaky" else 0.0 if layer.act.name == "relu" else None
 
-    def _grouped(self, v: Tensor) -> Tensor:
-        """The channel products of (block, t^2, c) transformed tiles: (1, block, 1, t^2 k), NHWC."""
-        x = v.view(1, len(v), 1, -1).permute(0, 3, 1, 2)  # a (1, t^2 c, block, 1) map
-        y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.group_args, "none", [], None)
-        return y.permute(0, 2, 3, 1)
+    def _outputs(self, tiles: Tensor) -> Tensor:
+        """(count, t^2, c) input tiles, count <= block -> (count, m^2, k) output tiles, activated."""
+        count, t2, c = tiles.shape
+        v = torch.matmul(self.bt, tiles)
+        del tiles  # temporaries go as soon as they are used: the pass's peak memory is their sum
+        if count < self.block:  # zero tiles fill the block
+            v = F.pad(v, (0, 0, 0, 0, 0, self.block - count))
+        x = v.view(1, self.block, 1, t2 * c).permute(0, 3, 1, 2)  # a (1, t^2 c, block, 1) map, NHWC
+        products = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, *self.group_args, "none",
+                                                           [], None)
+        del v, x
+        y = torch.matmul(self.at, products.permute(0, 2, 3, 1).view(self.block, t2, -1)[:count])
+        del products
+        if self.slope is not None:
+            return F.leaky_relu_(y, self.slope)  # elementwise: the same before the tiles are put in place
+        return y if self.act is None else self.act(y)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_eval()
         n, c, h, w = x.shape
         m, t, k = self.m, self.m + 2, self.bias.numel() // (self.m + 2) ** 2
-        th, tw, count = -(-h // m), -(-w // m), n * -(-h // m) * -(-w // m)
-        # NHWC, padded by 1 and up to whole m x m output tiles; one row of t x t x c per tile.
+        th, tw = -(-h // m), -(-w // m)
+        # NHWC, padded by 1 and up to whole m x m output tiles; tiles[i, r, q] is a t x t x c input tile.
         xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, m * tw - w + 1, 1, m * th - h + 1))
         s = xp.stride()
         tiles = xp.as_strided((n, th, tw, t, t, c), (s[0], m * s[1], m * s[2], s[1], s[2], s[3]))
-        v = torch.matmul(self.bt, tiles.reshape(count, t * t, c))
-        del xp, tiles  # temporaries go as soon as they are used: the pass's peak memory is their sum
-        if count == self.block:  # the map the network was built for
-            products = self._grouped(v)
-            del v
-            y = torch.matmul(self.at, products.view(count, t * t, k))
-            del products
-        else:  # zero tiles fill the last block
-            v = F.pad(v, (0, 0, 0, 0, 0, -count % self.block))
-            y = torch.cat([torch.matmul(self.at, self._grouped(part).view(-1, t * t, k))
-                           for part in v.split(self.block)])[:count]
-        if self.slope is not None:
-            F.leaky_relu_(y, self.slope)  # elementwise: the same before the tiles are put in place
-        elif self.act is not None:
-            y = self.act(y)
         out = torch.empty(n, th, m, tw, m, k, dtype=x.dtype, device=x.device)
-        out.copy_(y.view(n, th, tw, m, m, k).permute(0, 1, 3, 2, 4, 5))
+        if (h, w) == self.map:  # bands of tile rows, each written in place when done
+            for i in range(n):
+                for r in range(0, th, self.rows):
+                    y = self._outputs(tiles[i, r:r + self.rows].reshape(-1, t * t, c))
+                    out[i, r:r + self.rows] = y.view(-1, tw, m, m, k).permute(0, 2, 1, 3, 4)
+        else:  # another map size: the tiles in order, in blocks
+            flat = tiles.reshape(n * th * tw, t * t, c)
+            y = torch.cat([self._outputs(part) for part in flat.split(self.block)])
+            out.copy_(y.view(n, th, tw, m, m, k).permute(0, 1, 3, 2, 4, 5))
         return out.view(n, m * th, m * tw, k)[:, :h, :w].permute(0, 3, 1, 2)
 
 

@@ -76,6 +76,28 @@ def test_winograd_batch_and_odd_sizes_match_conv():
 
 
 @mkldnn
+def test_winograd_bands_of_tile_rows_match_conv(monkeypatch):
+    """Small weights on a large map go through in several bands of tile rows (the last one short)."""
+    monkeypatch.setattr(fast, "_BAND_BYTES", 100_000)
+    torch.manual_seed(0)
+    layer = ConvLayer(16, 8, 3, 1, 1, 1, batch_normalize=True, activation="leaky").eval()
+    with torch.no_grad():
+        layer.bn.running_var.uniform_(0.5, 1.5)
+    short_bands = 0
+    for m in (2, 4):
+        for shape in ((1, 16, 40, 40), (1, 16, 37, 41)):
+            conv = fast.WinogradConv(layer, m, list(shape)).eval()
+            tile_rows = -(-shape[2] // m)
+            assert 1 < conv.rows < tile_rows
+            short_bands += tile_rows % conv.rows > 0
+            for n in (1, 2):
+                x = torch.randn(n, *shape[1:])
+                with torch.no_grad():
+                    torch.testing.assert_close(conv(x), layer(x), atol=ATOL, rtol=RTOL)
+    assert short_bands
+
+
+@mkldnn
 @pytest.mark.parametrize("infer_dir", infer_dirs(["mini_voc", "mini_cls"]), ids=lambda d: f"{d.parent.name}/{d.name}")
 def test_fast_batch_runs_image_by_image(infer_dir, monkeypatch):
     """A batch through the fast net (one image at a time, Winograd forced on) equals the exact batch."""
