@@ -68,7 +68,7 @@ ABLATION = [
     ("+ BN folded", ["inference_mode", "fold"]),
     ("+ channels_last", ["inference_mode", "fold", "channels_last"]),
     ("+ malloc keeps freed memory", ["inference_mode", "fold", "channels_last", "malloc"]),
-    ("+ packed oneDNN conv, fused act (malloc as is)", ["inference_mode", "packed"]),
+    ("+ packed oneDNN conv, fused act, 2x2 pools (winograd=False)", ["inference_mode", "packed"]),
     ("+ Winograd where it pays = fast", ["inference_mode", "winograd"]),
 ]
 
