@@ -92,6 +92,8 @@ def _read_floats(fh, tensor: torch.Tensor, transposed: bool, path: Path) -> None
     """The tensor's floats from the file, in place when its memory is the file's layout (little-endian
     float32, contiguous, on the CPU), else through a copy."""
     count = tensor.numel()
+    if count == 0:
+        return
     if (not transposed and sys.byteorder == "little" and tensor.device.type == "cpu"
             and tensor.dtype == torch.float32 and tensor.is_contiguous()):
         got = fh.readinto(memoryview(tensor.detach().numpy()).cast("B"))
