@@ -73,18 +73,6 @@ ABLATION = [
 ]
 
 
-def keep_freed_memory() -> None:
-    """glibc: serve every block from the heap and never trim it, so that no pass page-faults its
-    activations in again (by default blocks over 32 MB are mmapped and unmapped on free)."""
-    import ctypes
-    import ctypes.util
-
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, 1 << 62)
-
-
 def _ablation_net(cfg: str, weights: str, levers: list[str]):  # noqa: ANN202
     """The exact network with the given levers applied, and whether to run it under inference_mode."""
     import torch
@@ -98,7 +86,7 @@ def _ablation_net(cfg: str, weights: str, levers: list[str]):  # noqa: ANN202
     if "channels_last" in levers:
         net.to(memory_format=torch.channels_last)
     if "malloc" in levers:
-        keep_freed_memory()
+        fast.keep_freed_memory()
     if "packed" in levers:
         net = fast.optimize_for_inference(net, winograd=False)
     if "winograd" in levers:

@@ -247,10 +247,11 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Let glibc serve large blocks from the heap and keep freed pages: by default a block over its
     (dynamic) mmap threshold is mapped on allocation and unmapped on free, so every pass page-faults its
-    activations in again (yolo-voc at batch 1: 141 ms against 118). Process-wide, hence documented."""
+    activations in again (yolo-voc at batch 1: 141 ms against 118). Process-wide, hence documented; the
+    fast path calls it. (1 << 30: mallopt takes a C int.)"""
     if (libc := _glibc()) is not None:
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 1 << 30)
@@ -278,7 +279,7 @@ def optimize_for_inference(net: Darknet, winograd: bool = True) -> Darknet:
                 and i > 0 and not net._keep[i - 1] and not net.sources[i]):
             net.layers[i] = HalvingMaxPool()
     net.inference_optimized = True
-    _keep_freed_memory()
+    keep_freed_memory()
     return net.eval()  # the new modules too
 
 
