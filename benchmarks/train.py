@@ -51,7 +51,7 @@ def _train(data: Path, cfg: Path, batches: int, workers: int) -> tuple[float, fl
 @torch.no_grad()
 def _infer(cfg: Path, batch: int, reps: int = 5) -> float:
     net = pydarknet.load(cfg)
-    x = torch.rand(batch, 3, net.net.height, net.net.width)
+    x = torch.rand(batch, 3, net.config.height, net.config.width)
     net(x)
     times = []
     for _ in range(reps):
@@ -78,7 +78,7 @@ def main() -> int:
             src, batch, updates = ROWS[row]
             updates = args.batches or updates
             cfg = _cfg_with_batch(ROOT / src, batch, Path(tmp) / f"{row}.cfg")
-            size = pydarknet.load(cfg).net.width
+            size = pydarknet.load(cfg).config.width
             data = make_shapes_dataset(Path(tmp) / f"data-{row}", n_train=args.images, n_valid=1,
                                        size=(size, size), seed=1)
             infer = _infer(cfg, batch)

@@ -65,7 +65,7 @@ def main() -> int:
     lines = [m for m in re.finditer(r"^(\d+): [\d.]+, ([\d.]+) avg", log, re.M)]
     batches = int(lines[-1].group(1)) if lines else 0
     print(*re.findall(r"^# (\d+ iterations, .*)$", log, re.M), sep="\n")
-    net_cfg = pydarknet.load(cfg).net
+    net_cfg = pydarknet.load(cfg).config
     print(f"trained {batches} batches x {net_cfg.full_batch} images in {wall / 60:.1f} min: "
           f"{batches * net_cfg.full_batch / wall:.1f} images/s (data loading included)")
 
@@ -85,7 +85,7 @@ def main() -> int:
     if best is not None:
         print(best.table())
     net = pydarknet.load(cfg, backup / "shapes_final.weights")
-    x = torch.rand(8, 3, net.net.height, net.net.width)
+    x = torch.rand(8, 3, net.config.height, net.config.width)
     with torch.no_grad():
         net(x)
         t0 = time.time()

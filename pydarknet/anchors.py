@@ -191,7 +191,7 @@ def region_grid(cfg_path: str | Path) -> tuple[int, int, int, int]:
         raise DarknetError("has no [region] layer to write anchors into", cfg_path)
     index = max(i for i, kind in enumerate(net.kinds) if kind == "region")
     shape = net.shapes[index]
-    return net.net.width, net.net.height, shape.w, shape.h
+    return net.config.width, net.config.height, shape.w, shape.h
 
 
 def write_region_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> None:

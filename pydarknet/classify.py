@@ -18,7 +18,7 @@ def top_k(values: np.ndarray, k: int) -> list[int]:
 @torch.no_grad()
 def classify(net: Darknet, image: np.ndarray, top: int = 5) -> list[tuple[int, float]]:
     """(class index, probability) of the `top` most likely classes for a CHW float image."""
-    x = torch.from_numpy(letterbox_image(image, net.net.width, net.net.height))[None]
+    x = torch.from_numpy(letterbox_image(image, net.config.width, net.config.height))[None]
     device = next(net.parameters()).device
     probs = net(x.to(device)).flatten().float().cpu().numpy()
     return [(i, float(probs[i])) for i in top_k(probs, top)]

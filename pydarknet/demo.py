@@ -99,12 +99,12 @@ class VideoDetector:
     def __call__(self, frame_bgr: np.ndarray) -> list[Detection]:
         net, region = self.net, self.net.region
         image = image_from_array(np.ascontiguousarray(frame_bgr[:, :, ::-1]))  # Darknet's rgbgr_image
-        x = torch.from_numpy(network_input(image, net.net.width, net.net.height))[None]
+        x = torch.from_numpy(network_input(image, net.config.width, net.config.height))[None]
         out = self.average(net(x.to(self.device))[0].float())
         p = region.params
         boxes, objectness, probs = get_region_boxes(
-            out, region.biases, p.n, p.classes, p.coords, image.shape[2], image.shape[1], net.net.width,
-            net.net.height, self.thresh, self.hier_thresh, tree=region.tree, background=p.background)
+            out, region.biases, p.n, p.classes, p.coords, image.shape[2], image.shape[1], net.config.width,
+            net.config.height, self.thresh, self.hier_thresh, tree=region.tree, background=p.background)
         if self.nms > 0:
             boxes, objectness, probs, index = do_nms_obj(boxes, objectness, probs, self.nms)
         else:

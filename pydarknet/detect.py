@@ -39,7 +39,7 @@ def detect(net: torch.nn.Module, images: ImageLike | Sequence[ImageLike], thresh
     single = isinstance(images, (str, Path, np.ndarray))
     items = [images] if single else list(images)
     device = next(net.parameters()).device
-    net_w, net_h = net.net.width, net.net.height
+    net_w, net_h = net.config.width, net.config.height
     results: list[list[Detection]] = []
     for start in range(0, len(items), batch_size):
         chunk = [as_image(im) for im in items[start:start + batch_size]]
@@ -60,8 +60,8 @@ def decode_detections(net: torch.nn.Module, out: torch.Tensor, img_w: int, img_h
     region = net.region
     p = region.params
     # With a plain resize the boxes need no letterbox correction: pretend the image had the net's shape.
-    w, h = (img_w, img_h) if letterbox else (net.net.width, net.net.height)
-    c = region_candidates(out, region.biases, p.n, p.classes, p.coords, w, h, net.net.width, net.net.height,
+    w, h = (img_w, img_h) if letterbox else (net.config.width, net.config.height)
+    c = region_candidates(out, region.biases, p.n, p.classes, p.coords, w, h, net.config.width, net.config.height,
                           thresh, hier_thresh, tree=region.tree, background=p.background)
     index, box, cls, prob = c.index, c.box, c.cls, c.prob
     if nms > 0:

@@ -25,14 +25,14 @@ class Darknet(nn.Module):
         super().__init__()
         self.cfg_path = Path(cfg_path)
         self.sections = sections
-        self.net: NetConfig = parse_net(sections[0])
-        shape = Shape(self.net.channels, self.net.height, self.net.width)
+        self.config: NetConfig = parse_net(sections[0])
+        shape = Shape(self.config.channels, self.config.height, self.config.width)
         self.input_shape = shape
         shapes: list[Shape] = []
         built: list[Built] = []
         flat: list[bool] = []  # outputs that are (batch, n) vectors, not (batch, c, h, w)
         for index, sec in enumerate(sections[1:]):
-            ctx = Context(index, shape, shapes, self.cfg_path, self.net.batch)
+            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch)
             b = build_layer(sec, ctx)
             reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)
             reads_flat = any(flat[i] for i in reads)

@@ -61,7 +61,7 @@ def run_detection(net, names: list[str], images: list[Path], args: argparse.Name
             failures += 1
             continue
         start = time.time()
-        x = torch.from_numpy(network_input(image, net.net.width, net.net.height, not args.resize))[None]
+        x = torch.from_numpy(network_input(image, net.config.width, net.config.height, not args.resize))[None]
         with torch.no_grad():
             out = net(x.to(device))[0].float()
         dets = decode_detections(net, out, image.shape[2], image.shape[1], args.thresh, args.hier, args.nms,

@@ -71,7 +71,7 @@ def recall_lines(net, images: Sequence[str], relative_to: str | Path | None = No
     region = detector_region(net)
     p = region.params
     device = next(net.parameters()).device
-    w, h = net.net.width, net.net.height
+    w, h = net.config.width, net.config.height
     counter = RecallCounter()
     for name in images:
         path = resolve_path(name, relative_to)

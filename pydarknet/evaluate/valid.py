@@ -73,7 +73,7 @@ def iter_detections(net, images: Sequence[str], classes: int | None = None,  # n
     p = region.params
     classes = p.classes if classes is None else classes
     device = next(net.parameters()).device
-    net_w, net_h = net.net.width, net.net.height
+    net_w, net_h = net.config.width, net.config.height
     net.eval()
     bar = tqdm(total=len(images), disable=not progress, unit="img", file=sys.stderr)
     for start in range(0, len(images), batch_size):

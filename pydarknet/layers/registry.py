@@ -26,13 +26,19 @@ class Shape:
 
 @dataclass
 class Context:
-    """What a builder may look at: its index, the shapes before it, the [net] batch, the cfg path."""
+    """What a builder may look at: its index, the shapes before it, the [net] batch, the cfg path, which
+    Darknet's semantics the cfg follows and which implementation (variant) the network is built with."""
 
     index: int
     in_shape: Shape
     shapes: list[Shape]
     cfg_path: Path
     batch: int = 1
+    # "pjreddie" (YOLOv2 era, pjreddie/darknet) or "alexeyab" (the [yolo] family, AlexeyAB/darknet).
+    dialect: str = "pjreddie"
+    # "exact": the trainable layers, Darknet's arithmetic; "fast": inference-only variants (BN folded,
+    # packed kernels) that give the same outputs within float rounding.
+    variant: str = "exact"
 
 
 @dataclass

@@ -79,7 +79,7 @@ def train_classifier(data_file: str | Path, cfg_file: str | Path, weights: str |
 
 def _train(session: Session, opts: TrainOptions) -> Path:
     net, options = session.net, session.options
-    cfg = net.net
+    cfg = net.config
     classes = _int_option(options, "classes", 2)
     _check_classifier(net, classes, options)
     dataset = ClassificationDataset(session.train_list, _labels(options, classes), cfg.width, cfg.height,
@@ -129,7 +129,7 @@ def validate_classifier(data_file: str | Path, cfg_file: str | Path, weights: st
     hits = hits_k = 0
     for i, path in enumerate(paths):
         cls = next((j for j, name in enumerate(labels) if name in path), -1)
-        x = center_crop(load_image(resolve_path(path, valid)), net.net.width, net.net.height)
+        x = center_crop(load_image(resolve_path(path, valid)), net.config.width, net.config.height)
         pred = net(torch.from_numpy(x)[None].to(dev)).flatten().float().cpu()
         if tree is not None:  # hierarchy_predictions(..., only_leaves=1)
             from pydarknet.region.wordtree import hierarchy_predictions

@@ -169,7 +169,7 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
     end. `log_line(batch_num, seen, loss, avg_loss, rate, seconds)` is Darknet's per-iteration line;
     `before_batch(count, batch_num)` runs before each iteration's data is drawn (multi-scale)."""
     net, info, device, backup = session.net, session.info, session.device, session.backup
-    cfg = net.net
+    cfg = net.config
     sampler = GlobalBatchSampler(dataset, cfg.batch, cfg.subdivisions, info, opts.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=opts.workers, collate_fn=collate,
                         persistent_workers=opts.workers > 0, pin_memory=device.type == "cuda",
@@ -243,7 +243,7 @@ def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | P
 
 def _detection_dataset(session: Session, data_file: str | Path, opts: TrainOptions) -> DetectionDataset:
     """The detection set; for a WordTree region (YOLO9000) with combine9k's classification-only labels."""
-    region, cfg = session.net.region, session.net.net
+    region, cfg = session.net.region, session.net.config
     p = region.params
     common = dict(jitter=p.jitter, hue=cfg.hue, saturation=cfg.saturation, exposure=cfg.exposure,
                   max_boxes=p.max_boxes, label_policy=opts.label_policy, seed=opts.seed, loader=opts.loader)
@@ -263,7 +263,7 @@ def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions)
     region = net.region
     if region is None:
         raise DarknetError("detector train needs a [region] layer", session.cfg_file)
-    cfg = net.net
+    cfg = net.config
     max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
     dataset = _detection_dataset(session, data_file, opts)
     base = session.cfg_file.stem

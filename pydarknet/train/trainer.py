@@ -34,7 +34,7 @@ class Trainer:
         `world_size` ranks, the cfg's batch stays the global batch and each rank gets its share."""
         self.net = net
         self.model = model if model is not None else net
-        self.cfg = net.net
+        self.cfg = net.config
         self.world_size = world_size
         self.amp = amp
         if self.cfg.batch % world_size:

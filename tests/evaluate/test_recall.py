@@ -41,7 +41,7 @@ def test_counter_hand_made():
 def naive_recall(images: list[str]) -> tuple[int, int, float]:
     """Darknet's loops, one truth and one box at a time, in float64."""
     net = pydarknet.load(CFG, WEIGHTS)
-    p, w, h = net.region.params, net.net.width, net.net.height
+    p, w, h = net.region.params, net.config.width, net.config.height
     correct = total = 0
     iou_sum = 0.0
     for image in images:

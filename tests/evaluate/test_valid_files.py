@@ -172,7 +172,7 @@ def test_imagenet_eval_uses_the_data_map(tmp_path):
         im = load_image(image)
         sizes[number] = im.shape[1:]
         with torch.no_grad():
-            out = net(torch.from_numpy(letterbox_image(im, net.net.width, net.net.height))[None])[0]
+            out = net(torch.from_numpy(letterbox_image(im, net.config.width, net.config.height))[None])[0]
         v = tree_region_output(out, p.n, p.coords, p.classes, net.region.tree).reshape(p.n, 5 + p.classes, -1)
         probs = (v[:, 4:5] * v[:, 5 + torch.from_numpy(class_map)]).numpy()  # (n, 200, cells)
         allowed |= {(number, j + 1, f"{probs[a, j, c]:f}") for a, j, c in zip(*np.nonzero(probs > thresh))}
