@@ -18,6 +18,16 @@ from pydarknet.netconfig import NetConfig, parse_net
 FLAT_INPUT = {"connected", "softmax", "dropout", "cost"}
 
 
+# Sections only AlexeyAB's Darknet has: a cfg with one of them follows its semantics (BatchNorm epsilon,
+# detection with plain resize and fused BatchNorm, ...); every other cfg follows pjreddie's final commit.
+ALEXEYAB_SECTIONS = {"yolo", "gaussian_yolo", "sam", "scale_channels", "implicit_add", "implicit_mul"}
+
+
+def cfg_dialect(sections: list[Section]) -> str:
+    """"alexeyab" for the [yolo] family's cfgs, "pjreddie" for the YOLOv2-era ones."""
+    return "alexeyab" if any(sec.kind in ALEXEYAB_SECTIONS for sec in sections) else "pjreddie"
+
+
 class Darknet(nn.Module):
     """A Darknet network. `forward` returns the last non-[cost] layer's output in Darknet's layout."""
 
@@ -26,13 +36,14 @@ class Darknet(nn.Module):
         self.cfg_path = Path(cfg_path)
         self.sections = sections
         self.config: NetConfig = parse_net(sections[0])
+        self.dialect = cfg_dialect(sections)
         shape = Shape(self.config.channels, self.config.height, self.config.width)
         self.input_shape = shape
         shapes: list[Shape] = []
         built: list[Built] = []
         flat: list[bool] = []  # outputs that are (batch, n) vectors, not (batch, c, h, w)
         for index, sec in enumerate(sections[1:]):
-            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch)
+            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect)
             b = build_layer(sec, ctx)
             reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)
             reads_flat = any(flat[i] for i in reads)
