@@ -1,4 +1,4 @@
-"""pydarknet: original Darknet (YOLOv2 era) models in PyTorch with Darknet's exact semantics."""
+"""pydarknet: original Darknet models in PyTorch with Darknet's exact semantics."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ from pathlib import Path
 
 import torch
 
+from pydarknet.detection import Detection
+from pydarknet.detector import Detector
 from pydarknet.errors import DarknetError
+from pydarknet.layers.batchnorm import darknet_reduction_order
 from pydarknet.network import Darknet, build_network
+from pydarknet.train.trainer import Trainer
 
-__all__ = ["Darknet", "DarknetError", "load"]
+__all__ = ["Darknet", "DarknetError", "Detection", "Detector", "Trainer", "build_network",
+           "darknet_reduction_order", "load"]
 __version__ = "0.1.0"
 
 

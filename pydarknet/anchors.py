@@ -187,10 +187,10 @@ def region_grid(cfg_path: str | Path) -> tuple[int, int, int, int]:
     from pydarknet.network import build_network
 
     net = build_network(cfg_path)
-    if net.region is None:
+    regions = [i for i, kind in enumerate(net.kinds) if kind == "region"]
+    if not regions:
         raise DarknetError("has no [region] layer to write anchors into", cfg_path)
-    index = max(i for i, kind in enumerate(net.kinds) if kind == "region")
-    shape = net.shapes[index]
+    shape = net.shapes[regions[-1]]
     return net.config.width, net.config.height, shape.w, shape.h
 
 

@@ -1,25 +1,22 @@
-"""Darknet's box IoU and non-maximum suppression (`do_nms_sort`, `do_nms_obj`), float32.
+"""Darknet's box IoU and its non-maximum suppressions, on `Candidates` (float32, numpy).
 
-Both NMS functions return the detections permuted exactly as Darknet leaves its array (the printed
-order), including the unstable "objectness == 0 to the end" swap loop and glibc's stable qsort.
-The sorts and suppression loops run in numpy on the few boxes with a non-zero prob (`nms_sort_pairs`),
-which is also what `pydarknet.detect` calls directly, without a dense (boxes x classes) matrix.
+Each NMS returns the candidates permuted exactly as Darknet leaves its detection array (the printed
+order), including the unstable "objectness == 0 to the end" swap loop and glibc's stable qsort, with the
+probs it zeroes dropped. Only boxes with a non-zero objectness take part in any of them (the swap loop puts
+the others after `total`, where no loop reads them), so those are all the candidates hold.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from pydarknet.detection import Candidates
 
-class NmsResult(NamedTuple):
-    boxes: Tensor  # (N, 4) in Darknet's final array order
-    objectness: Tensor  # (N,)
-    probs: Tensor  # (N, classes), suppressed entries set to 0
-    index: Tensor  # (N,) long: each row's index before NMS
+Nms = Callable[[Candidates, float], Candidates]
 
 
 def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
@@ -39,34 +36,43 @@ def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarr
     return inter / union
 
 
-def zero_objectness_to_end(objectness: Tensor) -> tuple[Tensor, int]:
-    """The permutation made by Darknet's swap loop, and `total` (how many non-zero come first):
+def swap_loop(nonzero: np.ndarray) -> tuple[np.ndarray, int]:
+    """The permutation made by Darknet's swap loop over a detection array whose objectness is non-zero where
+    `nonzero` is true, and `total` (how many non-zero come first):
 
         k = total-1; for(i = 0; i <= k; ++i) if(obj[i] == 0){ swap(i, k); --k; --i; }
 
     Front zeros are filled, in order, by the non-zero boxes from the end (last first). A zero goes to the
     end (at N-1, N-2, ...) when examined: a front zero, then the zeros pulled in while filling it; the
     zeros left when the scan reaches `total` go in the order total, N-1, N-2, ..."""
-    count = objectness.numel()
-    device = objectness.device
-    nonzero = objectness != 0
-    total = int(nonzero.sum())
-    pos = torch.arange(count, device=device)
-    perm = pos.clone()
-    front_zero = pos[(pos < total) & ~nonzero]
-    back = pos[total:].flip(0)  # the order in which k meets them
+    count = nonzero.size
+    total = int(np.count_nonzero(nonzero))
+    pos = np.arange(count)
+    perm = pos.copy()
+    front_zero = pos[:total][~nonzero[:total]]
+    back = pos[total:][::-1]  # the order in which k meets them
     back_nonzero = nonzero[back]
     perm[front_zero] = back[back_nonzero]
-    filled_before = torch.cumsum(back_nonzero, 0) - back_nonzero.long()  # front zero that pulls it in
-    sub = 1 + torch.arange(back.numel(), device=device)
-    if back.numel():
+    filled_before = np.cumsum(back_nonzero) - back_nonzero  # the front zero that pulls it in
+    sub = 1 + np.arange(back.size)
+    if back.size:
         sub[-1] = 0  # position `total`, if zero, is examined before the zeros above it
     back_zero = ~back_nonzero
-    items = torch.cat([front_zero, back[back_zero]])
-    keys = torch.cat([torch.arange(front_zero.numel(), device=device) * (count + 1),
-                      filled_before[back_zero] * (count + 1) + sub[back_zero]])
-    perm[total:] = items[torch.argsort(keys)].flip(0)
+    items = np.concatenate([front_zero, back[back_zero]])
+    keys = np.concatenate([np.arange(front_zero.size) * (count + 1), filled_before[back_zero] * (count + 1)
+                           + sub[back_zero]])
+    perm[total:] = items[np.argsort(keys, kind="stable")][::-1]
     return perm, total
+
+
+def _array_order(c: Candidates) -> np.ndarray:
+    """The candidates' rows in the order the swap loop leaves them (they are all before `total`)."""
+    nonzero = np.zeros(c.count, dtype=bool)
+    nonzero[c.index] = True
+    perm, _ = swap_loop(nonzero)
+    where = np.empty(c.count, dtype=np.int64)
+    where[perm] = np.arange(c.count)
+    return np.argsort(where[c.index], kind="stable")
 
 
 def _overlaps(boxes: np.ndarray, thresh: float) -> np.ndarray:
@@ -86,40 +92,28 @@ def _greedy(over: np.ndarray, at: np.ndarray) -> np.ndarray:
     return valid
 
 
-def swap_loop_positions(nonzero: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Where `zero_objectness_to_end` puts the boxes `rows` (each with non-zero objectness; `nonzero`:
-    every box's objectness != 0): a front box stays, the non-zero boxes past `total` fill the front zeros
-    in order, the last box first."""
-    total = int(np.count_nonzero(nonzero))
-    front_zero = np.flatnonzero(~nonzero[:total])
-    back_nonzero = np.flatnonzero(nonzero[total:]) + total
-    positions = rows.copy()
-    back = rows >= total
-    later = back_nonzero.size - np.searchsorted(back_nonzero, rows[back], side="right")  # back non-zeros after it
-    positions[back] = front_zero[later]
-    return positions
-
-
-def nms_sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.ndarray,
-                   nms_thresh: float) -> tuple[np.ndarray, np.ndarray]:
-    """`do_nms_sort`'s sorts and suppression on M boxes given in Darknet's array order (after the swap
-    loop), by their non-zero probs as (box, class, prob) triples. Returns the order of the boxes after the
-    sorts (M,) and which triples the suppression zeroes (P,).
+def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.ndarray,
+               nms_thresh: float, over: Callable[[np.ndarray, float], np.ndarray] = _overlaps,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """`do_nms_sort`'s sorts and suppression on M boxes given in array order (after the swap loop), by their
+    non-zero probs as (box, class, prob) triples. Returns the order of the boxes after the sorts (M,) and
+    which triples the suppression zeroes (P,). `over(boxes, thresh)` is the suppression test between boxes
+    (Darknet's IoU > thresh; AlexeyAB's DIoU NMS passes its own).
 
     A stable sort leaves any two boxes in an order that depends only on their keys and their order before,
     so boxes with no non-zero prob may be left out of `boxes`: the others keep their order. Per class k
     that occurs (ascending): a stable sort by prob k (descending; NaN first, as torch sorts), then Darknet's
     greedy loop over the boxes with a non-zero prob k: a box still valid zeroes prob k of every later one
-    with IoU > nms_thresh. The sorts never read a zeroed prob (k's sort precedes k's suppression)."""
+    it overlaps. The sorts never read a zeroed prob (k's sort precedes k's suppression)."""
     order = np.arange(boxes.shape[0])
     dropped = np.zeros(box.shape[0], dtype=bool)
     if not box.size:
         return order, dropped
-    # Only boxes with a non-zero prob take part in a suppression: IoU between those.
+    # Only boxes with a non-zero prob take part in a suppression: overlaps between those.
     with_prob = np.unique(box)
     slot = np.zeros(boxes.shape[0], dtype=np.int64)
     slot[with_prob] = np.arange(with_prob.size)
-    over = _overlaps(boxes[with_prob], nms_thresh)
+    overlapping = over(boxes[with_prob], nms_thresh)
     by_class = np.argsort(cls, kind="stable")
     key = np.zeros(boxes.shape[0], dtype=prob.dtype)
     triple = np.zeros(boxes.shape[0], dtype=np.int64)
@@ -130,53 +124,29 @@ def nms_sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np
         k = key[order]
         order = order[np.lexsort((-k, ~np.isnan(k)))]
         members = order[key[order] != 0]
-        dropped[triple[members[~_greedy(over, slot[members])]]] = True
+        dropped[triple[members[~_greedy(overlapping, slot[members])]]] = True
     return order, dropped
 
 
-def do_nms_sort_pairs(objectness: np.ndarray, index: np.ndarray, boxes: np.ndarray, box: np.ndarray,
-                      cls: np.ndarray, prob: np.ndarray, nms_thresh: float) -> tuple[np.ndarray, np.ndarray]:
-    """`do_nms_sort` on the boxes `index` (ascending detection indices of the boxes with a non-zero prob;
-    `objectness`: every box's, which the swap loop reads) given as `nms_sort_pairs` takes them: positions in
-    `index` of the boxes in Darknet's final order, and which triples the suppression zeroes."""
-    before = np.argsort(swap_loop_positions(objectness != 0, index))  # the array order before the sorts
-    position = np.empty_like(before)
-    position[before] = np.arange(before.size)
-    order, dropped = nms_sort_pairs(boxes[before], position[box], cls, prob, nms_thresh)
-    return before[order], dropped
+def nms_sort(c: Candidates, thresh: float) -> Candidates:
+    """Darknet's `do_nms_sort` (what `detector test` and `valid` use): per class, sort by that class's prob
+    (descending, stable) and zero the prob of later boxes that overlap a kept one by IoU > thresh."""
+    before = _array_order(c)
+    inverse = np.empty_like(before)
+    inverse[before] = np.arange(before.size)
+    order, dropped = sort_pairs(c.boxes[before], inverse[c.box], c.cls, c.prob, thresh)
+    return c.rows(before[order], ~dropped)
 
 
-def do_nms_sort(boxes: Tensor, objectness: Tensor, probs: Tensor, nms_thresh: float) -> NmsResult:
-    """Darknet's `do_nms_sort` (what `detector test` uses): per class, sort by that class's prob
-    (descending, stable) and zero the prob of later boxes that overlap a kept one by IoU > nms_thresh.
-    Only the non-zero probs of the boxes before `total` are read (`nms_sort_pairs`)."""
-    perm, total = zero_objectness_to_end(objectness)
-    front = perm[:total]
-    p = probs.index_select(0, front)
-    rows, cols = torch.nonzero(p, as_tuple=True)
-    order, dropped = nms_sort_pairs(boxes.index_select(0, front).cpu().numpy(), rows.cpu().numpy(),
-                                    cols.cpu().numpy(), p[rows, cols].cpu().numpy(), nms_thresh)
-    order_t = torch.from_numpy(order).to(probs.device)
-    index = torch.cat([front[order_t], perm[total:]])
-    out = probs.index_select(0, index)
-    if dropped.any():
-        rank = torch.empty_like(order_t)  # row r of `p` is at position rank[r] of the output
-        rank[order_t] = torch.arange(total, device=probs.device)
-        zeroed = torch.from_numpy(dropped).to(probs.device)
-        out[rank[rows[zeroed]], cols[zeroed]] = 0
-    return NmsResult(boxes[index], objectness[index], out, index)
+def nms_obj(c: Candidates, thresh: float) -> Candidates:
+    """Darknet's `do_nms_obj` (its demo and recall): sort by objectness (descending, stable), and a box
+    overlapping a kept one by IoU > thresh loses its objectness and all class probs."""
+    before = _array_order(c)
+    order = before[np.argsort(-c.objectness[before], kind="stable")]
+    valid = _greedy(_overlaps(c.boxes[order], thresh), np.arange(order.size))
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return c.rows(order, valid[rank[c.box]], np.where(valid, c.objectness[order], np.float32(0)))
 
 
-def do_nms_obj(boxes: Tensor, objectness: Tensor, probs: Tensor, nms_thresh: float) -> NmsResult:
-    """Darknet's `do_nms_obj`: sort by objectness (descending, stable), and a box overlapping a kept one
-    by IoU > nms_thresh loses its objectness and all class probs."""
-    perm, total = zero_objectness_to_end(objectness)
-    order = perm[:total][torch.argsort(objectness[perm[:total]], descending=True, stable=True)]
-    index = torch.cat([order, perm[total:]])
-    obj, p = objectness[index].clone(), probs[index].clone()
-    # Every box before `total` has a non-zero objectness: all take part.
-    valid = _greedy(_overlaps(boxes[order].cpu().numpy(), nms_thresh), np.arange(total))
-    dropped = torch.from_numpy(~valid).to(obj.device)
-    obj[:total][dropped] = 0
-    p[:total][dropped] = 0
-    return NmsResult(boxes[index], obj, p, index)
+NMS_KINDS: dict[str, Nms] = {"sort": nms_sort, "obj": nms_obj}

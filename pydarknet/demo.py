@@ -1,8 +1,8 @@
 """Darknet's `detector demo` on a video file or a camera: detect on every frame, draw, write a video.
 
 What Darknet's demo (src/demo.c, final commit) does differently from `detector test`, and pydarknet
-reproduces: the region output is averaged over the last `avg` frames (default 3) before decoding, the
-history starting at zeros; NMS is `do_nms_obj` at .4 (not `do_nms_sort` at .45). Darknet shows the
+reproduces: the detection layers' outputs are averaged over the last `avg` frames (default 3) before
+decoding, the history starting at zeros; its NMS (`do_nms_obj` at .4 for a [region]). Darknet shows the
 frames in a window and skips the stream's last frames when it ends; pydarknet writes every frame, with
 its detections, to a video of the input's size and frame rate.
 """
@@ -22,12 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pydarknet.boxes import do_nms_obj
-from pydarknet.detect import network_input, pixel_box
-from pydarknet.detection import Detection, detections
+from pydarknet.annotate import annotate
+from pydarknet.detection import Detection
+from pydarknet.detector import Detector
 from pydarknet.errors import DarknetError
-from pydarknet.image import draw_detections, image_from_array
-from pydarknet.region.decode import get_region_boxes
+from pydarknet.image import image_from_array
 
 # Output container -> codec that opencv-python(-headless)'s bundled FFmpeg writes.
 _FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG", ".mov": "mp4v"}
@@ -61,7 +60,7 @@ def open_video(source: str | int) -> cv2.VideoCapture:
 
 
 class FrameAverager:
-    """Darknet's demo smoothing (remember_network + avg_predictions): a ring of the last `n` region
+    """Darknet's demo smoothing (remember_network + avg_predictions): a ring of the last `n` head
     outputs, zeros at the start, combined as `avg += (float)(1./n) * slot` over the slots in ring order
     (axpy_cpu). So with n = 3 the first frame is decoded from a third of its output, the second from
     two thirds; n = 1 gives each frame's own output."""
@@ -85,38 +84,20 @@ class FrameAverager:
 
 
 class VideoDetector:
-    """Per frame: letterbox, forward, average with the previous frames, decode, do_nms_obj."""
+    """Per frame: letterbox, forward, average the head outputs with the previous frames', decode, NMS (the
+    demo's: do_nms_obj for pjreddie's [region])."""
 
     def __init__(self, net: torch.nn.Module, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.4,
                  avg: int = 3) -> None:
-        if net.region is None:
-            raise DarknetError("has no [region] layer to detect with", net.cfg_path)
-        self.net, self.thresh, self.hier_thresh, self.nms = net, thresh, hier_thresh, nms
-        self.average = FrameAverager(avg)
-        self.device = next(net.parameters()).device
+        self.detector = Detector(net, thresh=thresh, hier_thresh=hier_thresh, nms=nms, command="demo")
+        self.averages = [FrameAverager(avg) for _ in self.detector.heads]
 
     @torch.no_grad()
     def __call__(self, frame_bgr: np.ndarray) -> list[Detection]:
-        net, region = self.net, self.net.region
         image = image_from_array(np.ascontiguousarray(frame_bgr[:, :, ::-1]))  # Darknet's rgbgr_image
-        x = torch.from_numpy(network_input(image, net.config.width, net.config.height))[None]
-        out = self.average(net(x.to(self.device))[0].float())
-        p = region.params
-        boxes, objectness, probs = get_region_boxes(
-            out, region.biases, p.n, p.classes, p.coords, image.shape[2], image.shape[1], net.config.width,
-            net.config.height, self.thresh, self.hier_thresh, tree=region.tree, background=p.background)
-        if self.nms > 0:
-            boxes, objectness, probs, index = do_nms_obj(boxes, objectness, probs, self.nms)
-        else:
-            index = torch.arange(boxes.shape[0], device=boxes.device)
-        return detections(boxes.cpu(), objectness.cpu(), probs.cpu(), index.cpu(), self.thresh)
-
-
-def annotate(frame_bgr: np.ndarray, dets: list[Detection], names: Sequence[str], num_classes: int) -> np.ndarray:
-    """The frame with Darknet-style boxes and labels (a copy)."""
-    h, w = frame_bgr.shape[:2]
-    return draw_detections(frame_bgr, [pixel_box(d, w, h) for d in dets], [d.label(names) for d in dets],
-                           [d.classes[0] for d in dets], num_classes)
+        (outputs,) = self.detector.forward(self.detector.network_input(image)[None])
+        averaged = [average(out) for average, out in zip(self.averages, outputs)]
+        return self.detector.decode(averaged, self.detector.frame(image)).detections()
 
 
 @dataclass
@@ -162,7 +143,7 @@ def run_demo(net: torch.nn.Module, source: str | int, out: str | Path, names: Se
     out = Path(out)
     detector = VideoDetector(net, thresh, hier_thresh, nms, avg)
     capture = open_video(source)
-    num_classes = net.region.params.classes
+    num_classes = detector.detector.num_classes
     try:
         ok, frame = capture.read()
         if not ok:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +12,8 @@ from torch import Tensor, nn
 from pydarknet import layers as _layers  # noqa: F401  (fills the registry)
 from pydarknet.cfg import Section, parse_cfg
 from pydarknet.errors import DarknetError
+from pydarknet.heads import Head
+from pydarknet.heads import region as _region  # noqa: F401  (registers [region])
 from pydarknet.layers.registry import Built, Context, Shape, build_layer
 from pydarknet.netconfig import NetConfig, parse_net
 
@@ -17,6 +21,10 @@ from pydarknet.netconfig import NetConfig, parse_net
 # leaves its out_w/out_h/out_c at 0), so convolutions, pools, routes with others etc. cannot follow it.
 FLAT_INPUT = {"connected", "softmax", "dropout", "cost"}
 
+
+if TYPE_CHECKING:
+    from pydarknet.detection import Detection
+    from pydarknet.detector import ImageLike
 
 # Sections only AlexeyAB's Darknet has: a cfg with one of them follows its semantics (BatchNorm epsilon,
 # detection with plain resize and fused BatchNorm, ...); every other cfg follows pjreddie's final commit.
@@ -84,33 +92,41 @@ class Darknet(nn.Module):
         self._seen.fill_(int(value))
 
     @property
-    def region(self) -> nn.Module | None:
-        """The last [region] layer, which `detect` decodes."""
-        for kind, layer in zip(reversed(self.kinds), reversed(self.layers)):
-            if kind == "region":
-                return layer
-        return None
+    def heads(self) -> list[tuple[int, Head]]:
+        """The detection heads ([region], [yolo]) with their layer indices, in layer order."""
+        return [(i, layer) for i, layer in enumerate(self.layers) if isinstance(layer, Head)]
 
-    def _run(self, x: Tensor, keep_all: bool) -> list[Tensor | None]:
+    @property
+    def device(self) -> torch.device:
+        return self._seen.device
+
+    def _run(self, x: Tensor, keep: set[int] | None) -> list[Tensor | None]:
+        """Every layer's output, or only those in `keep` (and those later layers read) when it is given."""
         outputs: list[Tensor | None] = []
         for i, layer in enumerate(self.layers):
             if self.sources[i]:
                 x = layer(x, outputs) if self.kinds[i] == "shortcut" else layer(outputs)
             else:
                 x = layer(x)
-            outputs.append(x if keep_all or self._keep[i] or i == self.output_index else None)
+            outputs.append(x if keep is None or self._keep[i] or i in keep else None)
         return outputs
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, outputs: list[int] | None = None) -> Tensor | list[Tensor]:
+        """The output layer's output, or the list of the outputs of the layers `outputs` (e.g. every head)."""
+        wanted = [self.output_index] if outputs is None else outputs
         if self.inference_optimized and len(x) > 1:
-            return torch.cat([self._run(x[i:i + 1], keep_all=False)[self.output_index] for i in range(len(x))])
-        return self._run(x, keep_all=False)[self.output_index]
+            runs = [self._run(x[i:i + 1], set(wanted)) for i in range(len(x))]
+            found = [torch.cat([run[k] for run in runs]) for k in wanted]
+        else:
+            run = self._run(x, set(wanted))
+            found = [run[k] for k in wanted]
+        return found[0] if outputs is None else found
 
     def layer_outputs(self, x: Tensor) -> list[Tensor]:
         """Every layer's output in order (index 0 = first layer after [net])."""
         if self.inference_optimized:
             raise DarknetError("layer outputs need the network as loaded: the fast path overwrites some of them")
-        return self._run(x, keep_all=True)
+        return self._run(x, None)
 
     def summary(self) -> str:
         """The layer table Darknet prints while building the network, and the total."""
@@ -128,14 +144,17 @@ class Darknet(nn.Module):
                 layer.fold_batchnorm()
         return self
 
-    def detect(self, images, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.45,  # noqa: ANN001
-               letterbox: bool = True):  # noqa: ANN201
-        """Detections for an image (path or array) or a list of them: a list per image, in Darknet's
-        printed order. See `pydarknet.detect.detect`."""
-        from pydarknet.detect import detect
+    def detect(self, images: ImageLike | Sequence[ImageLike], thresh: float = 0.5, hier_thresh: float = 0.5,
+               nms: float = 0.45, **options: Any) -> list[Detection] | list[list[Detection]]:
+        """Detections for an image (a path, or an HWC uint8 RGB / CHW float array) or a list of them (a list
+        per image), in Darknet's printed order, as `darknet detector test` finds them. Other options:
+        `pydarknet.detector.Detector`'s."""
+        from pydarknet.detector import Detector
 
-        found = detect(self, images, thresh, hier_thresh, nms, letterbox)
-        return found[0] if isinstance(images, (str, Path)) or hasattr(images, "shape") else found
+        detector = Detector(self, thresh=thresh, hier_thresh=hier_thresh, nms=nms, **options)
+        single = isinstance(images, (str, Path)) or hasattr(images, "shape")
+        found = [r.detections for r in detector.run([images] if single else images)]
+        return found[0] if single else found
 
     def save_weights(self, path: str | Path, upto: int | None = None) -> None:
         from pydarknet.weights import save_weights

@@ -119,7 +119,7 @@ def test_bad_inputs():
 
 
 def anchors_line(cfg) -> list[float]:
-    return build_network(cfg).region.params.anchors
+    return build_network(cfg).heads[-1][1].params.anchors
 
 
 def test_write_cfg_same_num_changes_one_line(tmp_path):
@@ -148,7 +148,7 @@ def test_write_cfg_new_num_resizes_the_conv(tmp_path):
     assert sorted(changed.values()) == ["anchors = 1.0000,1.0000, 3.0000,4.0000, 9.0000,8.0000", "filters=75",
                                         "num=3"]
     net = build_network(cfg)
-    assert net.region.params.n == 3 and net.region.params.anchors == [1, 1, 3, 4, 9, 8]
+    assert net.heads[-1][1].params.n == 3 and net.heads[-1][1].params.anchors == [1, 1, 3, 4, 9, 8]
 
 
 def test_write_cfg_adds_missing_options_and_rejects_no_region(tmp_path):
@@ -158,7 +158,7 @@ def test_write_cfg_adds_missing_options_and_rejects_no_region(tmp_path):
     cfg.write_text(text)
     write_region_anchors(cfg, "2.0000,3.0000, 4.0000,5.0000", 2)
     net = build_network(cfg)
-    assert net.region.params.anchors == [2, 3, 4, 5] and net.region.params.n == 2
+    assert net.heads[-1][1].params.anchors == [2, 3, 4, 5] and net.heads[-1][1].params.n == 2
     plain = tmp_path / "d.cfg"
     plain.write_bytes((ROOT / "cfg" / "darknet19.cfg").read_bytes())
     with pytest.raises(DarknetError, match=r"no \[region\]"):
@@ -223,7 +223,7 @@ def test_cli_prints_anchors_in_grid_cells_and_writes_cfg(tmp_path, capsys):
     assert main(["calc_anchors", str(data), "--num-of-clusters", "4", "--seed", "3", "--write-cfg", str(cfg)]) == 0
     out = capsys.readouterr().out
     np.testing.assert_allclose(anchors_line(cfg), (expected.anchors * 8).ravel(), atol=5e-5)
-    assert "num=4" in out and build_network(cfg).region.params.n == 4
+    assert "num=4" in out and build_network(cfg).heads[-1][1].params.n == 4
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydarknet.boxes import box_iou, do_nms_obj, do_nms_sort, zero_objectness_to_end
+from pydarknet.boxes import box_iou, nms_obj, nms_sort, swap_loop
+from pydarknet.detection import Candidates
 
 f32 = np.float32
 
@@ -65,8 +66,7 @@ def c_nms_obj(boxes, objectness, probs, thresh):
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.booleans(), max_size=40))
 def test_swap_loop(flags):
-    objectness = torch.tensor(flags, dtype=torch.float32)
-    perm, total = zero_objectness_to_end(objectness)
+    perm, total = swap_loop(np.array(flags, dtype=bool))
     assert (perm.tolist(), total) == c_swap(flags)
 
 
@@ -80,19 +80,39 @@ def random_dets(seed: int, n: int, classes: int):
     return boxes, objectness, probs
 
 
+def candidates(boxes, objectness, probs) -> Candidates:  # noqa: ANN001
+    """The dense arrays as Candidates: the boxes with a non-zero objectness, their non-zero probs."""
+    rows = np.flatnonzero(objectness)
+    box, cls = np.nonzero(probs[rows])
+    return Candidates(len(boxes), rows, boxes[rows], objectness[rows], box, cls, probs[rows][box, cls])
+
+
+def dense(c: Candidates, classes: int) -> np.ndarray:
+    probs = np.zeros((c.index.size, classes), np.float32)
+    probs[c.box, c.cls] = c.prob
+    return probs
+
+
+def check_against(ours: Candidates, ref: list, classes: int) -> None:
+    """The NMS result is the C loops' array up to `total`: the boxes with a non-zero objectness (the loops
+    never move or read the others, which the swap test covers)."""
+    total = ours.index.size
+    assert ours.index.tolist() == [d[3] for d in ref[:total]]
+    assert all(d[1] == 0 for d in ref[total:])
+    want_boxes, want_obj, want_probs = (np.float32([d[i] for d in ref[:total]]) for i in range(3))
+    np.testing.assert_array_equal(ours.boxes, want_boxes.reshape(total, 4))
+    np.testing.assert_array_equal(ours.objectness, want_obj.reshape(total))
+    np.testing.assert_array_equal(dense(ours, classes), want_probs.reshape(total, classes))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(0, 30), st.integers(1, 5),
        st.sampled_from([0.0, 0.3, 0.45, 0.7]))
 def test_nms_matches_the_c_loops(seed, n, classes, thresh):
     boxes, objectness, probs = random_dets(seed, n, classes)
-    args = torch.from_numpy(boxes), torch.from_numpy(objectness), torch.from_numpy(probs)
-    for ours, ref in ((do_nms_sort(*args, thresh), c_nms_sort(boxes, objectness, probs, thresh)),
-                      (do_nms_obj(*args, thresh), c_nms_obj(boxes, objectness, probs, thresh))):
-        assert ours.index.tolist() == [d[3] for d in ref]
-        want_boxes, want_obj, want_probs = (np.float32([d[i] for d in ref]) for i in range(3))
-        np.testing.assert_array_equal(ours.boxes.numpy(), want_boxes.reshape(n, 4))
-        np.testing.assert_array_equal(ours.objectness.numpy(), want_obj.reshape(n))
-        np.testing.assert_array_equal(ours.probs.numpy(), want_probs.reshape(n, classes))
+    c = candidates(boxes, objectness, probs)
+    check_against(nms_sort(c, thresh), c_nms_sort(boxes, objectness, probs, thresh), classes)
+    check_against(nms_obj(c, thresh), c_nms_obj(boxes, objectness, probs, thresh), classes)
 
 
 def test_box_iou_is_darknets_float32_formula():
@@ -110,8 +130,9 @@ def test_many_classes_only_sorts_the_present_ones():
     boxes, objectness, small = random_dets(7, 40, 3)
     probs = np.zeros((40, 9418), dtype=np.float32)
     probs[:, [17, 4000, 9413]] = small
-    res = do_nms_sort(torch.from_numpy(boxes), torch.from_numpy(objectness), torch.from_numpy(probs), 0.45)
+    res = nms_sort(candidates(boxes, objectness, probs), 0.45)
     ref = c_nms_sort(boxes, objectness, small, 0.45)
-    assert res.index.tolist() == [d[3] for d in ref]
-    np.testing.assert_array_equal(res.probs.numpy()[:, [17, 4000, 9413]], np.float32([d[2] for d in ref]))
-    assert np.count_nonzero(res.probs.numpy()) == np.count_nonzero([d[2] for d in ref])
+    total = res.index.size
+    assert res.index.tolist() == [d[3] for d in ref[:total]]
+    np.testing.assert_array_equal(dense(res, 9418)[:, [17, 4000, 9413]], np.float32([d[2] for d in ref[:total]]))
+    assert res.prob.size == np.count_nonzero([d[2] for d in ref])

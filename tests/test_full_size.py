@@ -36,7 +36,7 @@ def test_full_size_cfg_end_to_end(name, tmp_path, capsys):
         assert torch.equal(a, b)
     net.save_weights(tmp_path / "again.weights")
     assert (tmp_path / "again.weights").read_bytes() == weights.read_bytes()
-    if net.region is None:
+    if not net.heads:
         args = ["classifier", "predict", "cfg/imagenet1k.data", str(cfg), str(weights), "data/dog.jpg"]
         assert main(args) == 0
         assert len(capsys.readouterr().out.splitlines()) == 5

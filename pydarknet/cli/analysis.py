@@ -9,7 +9,7 @@ import numpy as np
 
 from pydarknet.errors import DarknetError
 from pydarknet.paths import resolve_path
-from pydarknet.region.wordtree import Tree, path_to_root, read_tree
+from pydarknet.wordtree import Tree, path_to_root, read_tree
 
 DEFAULT_STRIDE = 32  # YOLOv2's region grid is the input / 32 (Darknet-19 downsamples 5 times)
 

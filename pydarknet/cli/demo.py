@@ -17,9 +17,9 @@ from pydarknet.errors import DarknetError
 def detector_demo(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
     net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
-    if net.region is None:
-        raise DarknetError("has no [region] layer: `detector demo` needs a detector", args.cfg)
-    names = read_data_names(options, net.region.params.classes)
+    if not net.heads:
+        raise DarknetError("has no detection layer: `detector demo` needs a detector", args.cfg)
+    names = read_data_names(options, net.heads[-1][1].classes)
     source = args.video if args.video is not None else args.camera
     bar: tqdm | None = None
 

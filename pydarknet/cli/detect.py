@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 import pydarknet
+from pydarknet.annotate import detection_records, draw
 from pydarknet.data.datafile import read_data_file, read_data_names
-from pydarknet.detect import decode_detections, detection_records, draw, network_input
+from pydarknet.detector import Detector
 from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
-from pydarknet.image import load_image, save_image
+from pydarknet.image import save_image
 from pydarknet.names import default_names, read_names
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -45,64 +45,53 @@ def _prompted_images() -> list[str]:
             paths.append(line.strip())
 
 
-def run_detection(net, names: list[str], images: list[Path], args: argparse.Namespace) -> int:  # noqa: ANN001
+def run_detection(detector: Detector, names: list[str], images: list[Path], args: argparse.Namespace) -> int:
     """Detect in each image, print Darknet's lines (or JSON), draw; a bad image is reported, not fatal."""
-    import torch
-
     failures = 0
-    device = next(net.parameters()).device
-    num_classes = net.region.params.classes
     several = len(images) > 1
-    for path in tqdm(images, disable=None if several else True, unit="img", file=sys.stderr):
-        try:
-            image = load_image(path)
-        except DarknetError as err:
-            print(f"pydarknet: {err}", file=sys.stderr)
+    tree = getattr(detector.heads[-1], "tree", None)
+    results = detector.run(tqdm(images, disable=None if several else True, unit="img", file=sys.stderr),
+                           errors="report")
+    for r in results:
+        if r.error is not None:
+            print(f"pydarknet: {r.error}", file=sys.stderr)
             failures += 1
             continue
-        start = time.time()
-        x = torch.from_numpy(network_input(image, net.config.width, net.config.height, not args.resize))[None]
-        with torch.no_grad():
-            out = net(x.to(device))[0].float()
-        dets = decode_detections(net, out, image.shape[2], image.shape[1], args.thresh, args.hier, args.nms,
-                                 not args.resize)
-        elapsed = time.time() - start
         if args.json:
-            record = {"image": str(path), "width": image.shape[2], "height": image.shape[1],
-                      "seconds": elapsed,
-                      "detections": detection_records(dets, names, image.shape[2], image.shape[1],
-                                                      net.region.tree)}
+            record = {"image": str(r.source), "width": r.width, "height": r.height, "seconds": r.seconds,
+                      "detections": detection_records(r.detections, names, r.width, r.height, tree)}
             print(json.dumps(record), flush=True)
         else:
-            print(f"{path}: Predicted in {elapsed:f} seconds.")
-            for d in dets:
+            print(f"{r.source}: Predicted in {r.seconds:f} seconds.")
+            for d in r.detections:
                 print("\n".join(d.lines(names)))
             sys.stdout.flush()
         if not args.no_draw:
-            stem = args.out or ("predictions" if not several else f"{path.stem}_predictions")
-            save_image(f"{stem}.jpg", draw(image, dets, names, num_classes))
+            stem = args.out or ("predictions" if not several else f"{Path(r.source).stem}_predictions")
+            save_image(f"{stem}.jpg", draw(r.image, r.detections, names, detector.num_classes))
     return 2 if failures else 0
 
 
-def _load(args: argparse.Namespace):  # noqa: ANN202
+def _detector(args: argparse.Namespace) -> Detector:
     net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
-    if net.region is None:
-        raise DarknetError("has no [region] layer: use `classifier predict` for classifiers", args.cfg)
-    return net
+    if not net.heads:
+        raise DarknetError("has no detection layer: use `classifier predict` for classifiers", args.cfg)
+    # One image at a time: Darknet's per-image "Predicted in" time.
+    return Detector(net, thresh=args.thresh, hier_thresh=args.hier, nms=args.nms,
+                    letterbox=False if args.resize else None, batch_size=1)
 
 
 def detector_test(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
-    net = _load(args)
-    classes = net.region.params.classes
-    names = read_data_names(options, classes)
+    detector = _detector(args)
+    names = read_data_names(options, detector.num_classes)
     images = expand_images(args.images) if args.images else [Path(p) for p in _prompted_images()]
-    return run_detection(net, names, images, args)
+    return run_detection(detector, names, images, args)
 
 
 def detect(args: argparse.Namespace) -> int:
-    net = _load(args)
-    classes = net.region.params.classes
+    detector = _detector(args)
+    classes = detector.num_classes
     if args.names:
         names = read_names(args.names, classes)
     elif args.data:
@@ -112,4 +101,4 @@ def detect(args: argparse.Namespace) -> int:
     images = expand_images(args.images)
     if not images:
         raise DarknetError("no images found", args.images[0])
-    return run_detection(net, names, images, args)
+    return run_detection(detector, names, images, args)

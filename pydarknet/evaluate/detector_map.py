@@ -14,7 +14,7 @@ from pydarknet.data.labels import label_path, read_labels
 from pydarknet.errors import DarknetError
 from pydarknet.evaluate.coco_eval import CocoResult, coco_map, require_pycocotools
 from pydarknet.evaluate.pr_plot import safe_name, save_pr_curve
-from pydarknet.evaluate.valid import VALID_NMS, VALID_THRESH, detector_region, iter_detections
+from pydarknet.evaluate.valid import VALID_NMS, VALID_THRESH, iter_detections, net_classes
 from pydarknet.evaluate.voc_map import ClassAP, average_precision, evaluate_class, xywh_to_xyxy
 
 
@@ -76,7 +76,7 @@ def evaluate_map(net, images: list[str], names: list[str], thresh: float = VALID
     """Detect on every image as `detector valid` does (letterboxed) and score against its labels."""
     if coco:
         require_pycocotools()
-    classes = detector_region(net).params.classes
+    classes = net_classes(net)
     dets: list[list[tuple[int, float, np.ndarray]]] = [[] for _ in range(classes)]
     truths: list[dict[int, np.ndarray]] = [{} for _ in range(classes)]
     for d in iter_detections(net, images, classes, relative_to, thresh, nms, progress=progress):
@@ -85,10 +85,10 @@ def evaluate_map(net, images: list[str], names: list[str], thresh: float = VALID
         scale = [d.width, d.height, d.width, d.height]
         for cls in range(classes):
             truths[cls][d.index] = xywh_to_xyxy(labels[labels[:, 0] == cls, 1:5]) * scale
-        boxes = xywh_to_xyxy(d.boxes)
-        rows, cols = np.nonzero(d.probs)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            dets[c].append((d.index, float(d.probs[r, c]), boxes[r]))
+        c = d.candidates
+        boxes = xywh_to_xyxy(c.boxes)
+        for r, k, p in zip(c.box.tolist(), c.cls.tolist(), c.prob.tolist()):
+            dets[k].append((d.index, p, boxes[r]))
     per_class = [evaluate_class(dets[c], truths[c], iou) for c in range(classes)]
     return MapResult(per_class, names[:classes], iou, coco_map(dets, truths, len(images)) if coco else None)
 
@@ -99,5 +99,5 @@ def map_from_data_file(net, data_file: str | Path, thresh: float = VALID_THRESH,
     if "valid" not in options:
         raise DarknetError("has no valid= list", data_file)
     valid = resolve_path(options["valid"], data_file)
-    names = read_data_names(options, detector_region(net).params.classes)
+    names = read_data_names(options, net_classes(net))
     return evaluate_map(net, read_list(valid), names, thresh, iou, relative_to=valid, progress=progress, coco=coco)

@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pydarknet.boxes import box_iou, do_nms_obj
+from pydarknet.boxes import box_iou
 from pydarknet.data.labels import label_path, read_labels
-from pydarknet.evaluate.valid import detector_region
-from pydarknet.image import load_image, resize_image
+from pydarknet.detector import Detector
 from pydarknet.paths import resolve_path
-from pydarknet.region.decode import get_region_boxes
 
 RECALL_THRESH = 0.001
 RECALL_IOU = 0.5
@@ -65,22 +63,13 @@ class RecallCounter:
                 f"\tIOU: {iou}%\tRecall:{recall}%")
 
 
-@torch.no_grad()
 def recall_lines(net, images: Sequence[str], relative_to: str | Path | None = None) -> Iterator[str]:  # noqa: ANN001
     """One line per listed image, as validate_detector_recall prints them."""
-    region = detector_region(net)
-    p = region.params
-    device = next(net.parameters()).device
-    w, h = net.config.width, net.config.height
+    detector = Detector(net, thresh=RECALL_THRESH, nms=RECALL_NMS, command="recall", batch_size=1)
     counter = RecallCounter()
-    for name in images:
-        path = resolve_path(name, relative_to)
-        x = torch.from_numpy(resize_image(load_image(path), w, h))[None].to(device)
-        out = net(x)[0].float()
-        # The image is the resized one (w x h), so the boxes need no letterbox correction.
-        boxes, objectness, probs = get_region_boxes(out, region.biases, p.n, p.classes, p.coords, w, h, w, h,
-                                                    RECALL_THRESH, 0.5, tree=region.tree, background=p.background)
-        boxes, objectness, _, _ = do_nms_obj(boxes, objectness, probs, RECALL_NMS)
+    paths = [resolve_path(name, relative_to) for name in images]
+    for path, r in zip(paths, detector.run(paths)):
         # read_boxes takes every line's box whatever its class.
         truth = read_labels(resolve_path(label_path(str(path)), relative_to)).boxes[:, 1:5]
-        yield counter.add(boxes.cpu(), objectness.cpu(), torch.from_numpy(truth))
+        c = r.candidates
+        yield counter.add(torch.from_numpy(c.boxes), torch.from_numpy(c.objectness), torch.from_numpy(truth))

@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from pydarknet.boxes import do_nms_sort
 from pydarknet.data.datafile import DataOptions, read_data_file, read_data_names, read_list, resolve_path
-from pydarknet.detect import network_input
+from pydarknet.detection import Candidates
+from pydarknet.detector import Detector
 from pydarknet.errors import DarknetError
-from pydarknet.image import load_image
-from pydarknet.region.decode import get_region_boxes
-from pydarknet.region.wordtree import read_map
+from pydarknet.wordtree import read_map
 
 VALID_THRESH = 0.005
 VALID_HIER = 0.5
@@ -44,54 +41,29 @@ class ImageDetections(NamedTuple):
     name: str  # the path as listed (Darknet derives ids from this string)
     width: int
     height: int
-    boxes: np.ndarray  # (N, 4) float32 x, y, w, h (centre, size) in pixels, in the order NMS leaves them
-    probs: np.ndarray  # (N, classes) float32; only rows with some non-zero prob are kept
+    candidates: Candidates  # boxes in pixels, in the order NMS leaves them; their non-zero probs
 
 
-def _class_probs(probs: torch.Tensor, net_classes: int, classes: int) -> torch.Tensor:
-    """Darknet's prob array has l.classes entries (a map fills the first len(map)); NMS and printing
-    read the first `classes` of them."""
-    if probs.shape[1] < net_classes:
-        probs = torch.nn.functional.pad(probs, (0, net_classes - probs.shape[1]))
-    return probs[:, :classes]
+def net_classes(net) -> int:  # noqa: ANN001
+    """The class count of the network's (last) detection layer, or a DarknetError for a net without one."""
+    if not net.heads:
+        raise DarknetError("the network has no detection layer ([region] or [yolo]) to detect with", net.cfg_path)
+    return net.heads[-1][1].classes
 
 
-def detector_region(net):  # noqa: ANN001, ANN201
-    """The [region] layer that validation decodes, or a DarknetError for a net without one."""
-    if net.region is None:
-        raise DarknetError("the network has no [region] layer to detect with", net.cfg_path)
-    return net.region
-
-
-@torch.no_grad()
 def iter_detections(net, images: Sequence[str], classes: int | None = None,  # noqa: ANN001
                     relative_to: str | Path | None = None, thresh: float = VALID_THRESH,
                     nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int = 8,
                     progress: bool = True) -> Iterator[ImageDetections]:
     """Each listed image's detections as validate_detector computes them (`classes`: default l.classes)."""
-    region = detector_region(net)
-    p = region.params
-    classes = p.classes if classes is None else classes
-    device = next(net.parameters()).device
-    net_w, net_h = net.config.width, net.config.height
+    detector = Detector(net, thresh=thresh, hier_thresh=VALID_HIER, nms=nms, command="valid", relative=False,
+                        class_map=class_map, classes=classes, batch_size=batch_size)
     net.eval()
+    paths = (resolve_path(name, relative_to) for name in images)
     bar = tqdm(total=len(images), disable=not progress, unit="img", file=sys.stderr)
-    for start in range(0, len(images), batch_size):
-        names = images[start:start + batch_size]
-        chunk = [load_image(resolve_path(name, relative_to)) for name in names]
-        x = torch.from_numpy(np.stack([network_input(im, net_w, net_h) for im in chunk]))
-        out = net(x.to(device)).float()
-        for k, (name, im, o) in enumerate(zip(names, chunk, out)):
-            h, w = im.shape[1:]
-            boxes, objectness, probs = get_region_boxes(
-                o, region.biases, p.n, p.classes, p.coords, w, h, net_w, net_h, thresh, VALID_HIER,
-                tree=region.tree, map=class_map, relative=False, background=p.background)
-            probs = _class_probs(probs, p.classes, classes)
-            if nms:
-                boxes, objectness, probs, _ = do_nms_sort(boxes, objectness, probs, nms)
-            keep = torch.nonzero((probs != 0).any(1))[:, 0]
-            yield ImageDetections(start + k, name, w, h, boxes[keep].cpu().numpy(), probs[keep].cpu().numpy())
-            bar.update()
+    for k, (name, r) in enumerate(zip(images, detector.run(paths))):
+        yield ImageDetections(k, name, r.width, r.height, r.candidates)
+        bar.update()
     bar.close()
 
 
@@ -110,36 +82,36 @@ def _clamped(boxes: np.ndarray, w: int, h: int, low: float, offset: float) -> li
     return np.stack([xmin, ymin, xmax, ymax], 1).tolist()
 
 
-def _hits(probs: np.ndarray) -> Iterator[tuple[int, int, float]]:
+def _hits(c: Candidates) -> Iterator[tuple[int, int, float]]:
     """(row, class, prob) for every non-zero prob, row by row, classes ascending (C: `if (prob[j])`)."""
-    rows, cols = np.nonzero(probs)
-    return zip(rows.tolist(), cols.tolist(), probs[rows, cols].tolist())
+    return zip(c.box.tolist(), c.cls.tolist(), c.prob.tolist())
 
 
-def voc_lines(image_id: str, boxes: np.ndarray, probs: np.ndarray, w: int, h: int) -> list[tuple[int, str]]:
+def voc_lines(image_id: str, c: Candidates, w: int, h: int) -> list[tuple[int, str]]:
     """print_detector_detections: (class, `id prob xmin ymin xmax ymax`), 1-based pixels clamped to [1, w/h]."""
-    corners = _clamped(boxes, w, h, 1.0, 1.0)
+    corners = _clamped(c.boxes, w, h, 1.0, 1.0)
     return [(j, f"{image_id} {p:f} {corners[i][0]:f} {corners[i][1]:f} {corners[i][2]:f} {corners[i][3]:f}")
-            for i, j, p in _hits(probs)]
+            for i, j, p in _hits(c)]
 
 
-def coco_records(image_id: int, boxes: np.ndarray, probs: np.ndarray, w: int, h: int) -> list[str]:
+def coco_records(image_id: int, c: Candidates, w: int, h: int) -> list[str]:
     """print_cocos: one json object per (detection, class), bbox x, y, w, h clamped to the image; the class
     becomes its COCO category id (at most 80 classes)."""
+    corners = _clamped(c.boxes, w, h, 0.0, 0.0)
     records = []
-    for row, (xmin, ymin, xmax, ymax) in enumerate(_clamped(boxes, w, h, 0.0, 0.0)):
+    for row, j, p in _hits(c):
+        xmin, ymin, xmax, ymax = corners[row]
         bw, bh = float(_F32(xmax) - _F32(xmin)), float(_F32(ymax) - _F32(ymin))  # float - float in C
-        for j in np.nonzero(probs[row])[0].tolist():
-            records.append(f'{{"image_id":{image_id}, "category_id":{COCO_IDS[j]}, '
-                           f'"bbox":[{xmin:f}, {ymin:f}, {bw:f}, {bh:f}], "score":{float(probs[row, j]):f}}}')
+        records.append(f'{{"image_id":{image_id}, "category_id":{COCO_IDS[j]}, '
+                       f'"bbox":[{xmin:f}, {ymin:f}, {bw:f}, {bh:f}], "score":{p:f}}}')
     return records
 
 
-def imagenet_lines(image_number: int, boxes: np.ndarray, probs: np.ndarray, w: int, h: int) -> list[str]:
+def imagenet_lines(image_number: int, c: Candidates, w: int, h: int) -> list[str]:
     """print_imagenet_detections: `image_number class+1 prob xmin ymin xmax ymax`, pixels clamped to [0, w/h]."""
-    corners = _clamped(boxes, w, h, 0.0, 0.0)
+    corners = _clamped(c.boxes, w, h, 0.0, 0.0)
     return [f"{image_number} {j + 1} {p:f} {corners[i][0]:f} {corners[i][1]:f} {corners[i][2]:f} {corners[i][3]:f}"
-            for i, j, p in _hits(probs)]
+            for i, j, p in _hits(c)]
 
 
 def basecfg(path: str) -> str:
@@ -167,10 +139,10 @@ def eval_type(options: DataOptions) -> str:
 
 def valid_map(options: DataOptions, net) -> np.ndarray | None:  # noqa: ANN001
     """The .data file's map= (ImageNet 200 -> WordTree ids); as in C it only matters with a tree."""
-    if "map" not in options or net.region.tree is None:
+    if "map" not in options or getattr(net.heads[-1][1], "tree", None) is None:
         return None
     class_map = read_map(resolve_path(options["map"], options.path))
-    classes = net.region.params.classes
+    classes = net_classes(net)
     if len(class_map) and (class_map.min() < 0 or class_map.max() >= classes):
         raise DarknetError(f"map={options['map']}: ids must be in [0, {classes})", options.path,
                            options.lines["map"])
@@ -211,13 +183,13 @@ def validate_detector(net, data_file: str | Path, outfile: str | None = None,  #
     if "valid" not in options:
         raise DarknetError("has no valid= list", data_file)
     kind = eval_type(options)
-    net_classes = detector_region(net).params.classes
+    classes_of_net = net_classes(net)
     valid = resolve_path(options["valid"], data_file)
     images = read_list(valid)
     class_map = valid_map(options, net)
-    classes = IMAGENET_CLASSES if kind == "imagenet" else net_classes
-    if classes > net_classes:
-        raise DarknetError(f"eval=imagenet writes {IMAGENET_CLASSES} classes; the network has {net_classes}",
+    classes = IMAGENET_CLASSES if kind == "imagenet" else classes_of_net
+    if classes > classes_of_net:
+        raise DarknetError(f"eval=imagenet writes {IMAGENET_CLASSES} classes; the network has {classes_of_net}",
                            data_file, options.lines.get("eval"))
     if kind == "coco" and classes > len(COCO_IDS):
         raise DarknetError(f"eval=coco maps {len(COCO_IDS)} classes to COCO ids; the network has {classes}",
@@ -230,7 +202,7 @@ def validate_detector(net, data_file: str | Path, outfile: str | None = None,  #
         prefix = "comp4_det_test_" if outfile is None else outfile
         files = _VocFiles([results / f"{prefix}{names[j]}.txt" for j in range(classes)])
         for d in detections:
-            files.add(voc_lines(basecfg(d.name), d.boxes, d.probs, d.width, d.height))
+            files.add(voc_lines(basecfg(d.name), d.candidates, d.width, d.height))
         files.flush()
         return files.paths
     suffix = ".json" if kind == "coco" else ".txt"
@@ -238,14 +210,13 @@ def validate_detector(net, data_file: str | Path, outfile: str | None = None,  #
     with open(path, "w", encoding="utf-8") as f:
         if kind == "imagenet":
             for d in detections:
-                f.writelines(line + "\n" for line in imagenet_lines(d.index + 1, d.boxes, d.probs, d.width,
-                                                                    d.height))
+                f.writelines(line + "\n" for line in imagenet_lines(d.index + 1, d.candidates, d.width, d.height))
             return [path]
         # C writes "[\n", each record + ",\n", then seeks back over the last ",\n" and writes "\n]\n".
         f.write("[\n")
         first = True
         for d in detections:
-            for record in coco_records(coco_image_id(d.name), d.boxes, d.probs, d.width, d.height):
+            for record in coco_records(coco_image_id(d.name), d.candidates, d.width, d.height):
                 f.write(record if first else ",\n" + record)
                 first = False
         f.write("\n]\n")

@@ -9,11 +9,11 @@ from pydarknet.export.convert import (
     weights_info,
     weights_to_pt,
 )
-from pydarknet.export.onnx import RegionDecode, export_onnx
+from pydarknet.export.onnx import DetectionDecode, export_onnx
 from pydarknet.export.torchscript import export_torchscript
 
 __all__ = [
-    "RegionDecode",
+    "DetectionDecode",
     "codegen",
     "export_onnx",
     "export_state_dict",

@@ -13,7 +13,7 @@ import torch
 
 from pydarknet.errors import DarknetError
 from pydarknet.network import Darknet
-from pydarknet.region.wordtree import Tree
+from pydarknet.wordtree import Tree
 
 # Darknet activations as expressions of a variable (the same ops as pydarknet.layers.activations).
 ACTIVATION_CODE = {

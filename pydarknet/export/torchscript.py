@@ -7,15 +7,15 @@ from pathlib import Path
 
 import torch
 
-from pydarknet.export.onnx import RegionDecode, example_input, tracing
+from pydarknet.export.onnx import DetectionDecode, example_input, tracing
 from pydarknet.network import Darknet
 from pydarknet.weights import atomic_write
 
 
 def export_torchscript(net: Darknet, path: str | Path, with_decode: bool = False) -> None:
     """Write the traced eval network (`torch.jit.load(path)` runs it without pydarknet); `with_decode`
-    appends the region decode (see RegionDecode) and returns (boxes, objectness, probs)."""
-    model = RegionDecode(net) if with_decode else net
+    appends the decode of the detection layers (see DetectionDecode) and returns (boxes, objectness, probs)."""
+    model = DetectionDecode(net) if with_decode else net
     buf = io.BytesIO()
     with tracing(net):
         # check_trace would run the network twice more only to compare two identical traces.

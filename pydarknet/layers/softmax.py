@@ -38,7 +38,7 @@ class SoftmaxLayer(nn.Module):
 
     def activate(self, flat: Tensor) -> Tensor:
         if self.tree is not None:
-            from pydarknet.region.wordtree import tree_softmax
+            from pydarknet.wordtree import tree_softmax
 
             return tree_softmax(flat / self.temperature, self.tree, dim=1)
         grouped = flat.view(flat.shape[0], self.groups, -1)
@@ -57,7 +57,7 @@ def build_softmax(sec: Section, ctx: Context) -> Built:
     tree = None
     name = sec.get_str("tree")
     if name is not None:
-        from pydarknet.region.wordtree import read_tree
+        from pydarknet.wordtree import read_tree
 
         try:
             tree = read_tree(resolve_path(name, sec.file))

@@ -132,7 +132,7 @@ def validate_classifier(data_file: str | Path, cfg_file: str | Path, weights: st
         x = center_crop(load_image(resolve_path(path, valid)), net.config.width, net.config.height)
         pred = net(torch.from_numpy(x)[None].to(dev)).flatten().float().cpu()
         if tree is not None:  # hierarchy_predictions(..., only_leaves=1)
-            from pydarknet.region.wordtree import hierarchy_predictions
+            from pydarknet.wordtree import hierarchy_predictions
 
             pred = hierarchy_predictions(pred, tree) * torch.from_numpy(tree.leaf.astype(np.float32))
         best = top_k(pred.numpy()[:classes], topk)

@@ -243,7 +243,7 @@ def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | P
 
 def _detection_dataset(session: Session, data_file: str | Path, opts: TrainOptions) -> DetectionDataset:
     """The detection set; for a WordTree region (YOLO9000) with combine9k's classification-only labels."""
-    region, cfg = session.net.region, session.net.config
+    region, cfg = session.net.heads[-1][1], session.net.config
     p = region.params
     common = dict(jitter=p.jitter, hue=cfg.hue, saturation=cfg.saturation, exposure=cfg.exposure,
                   max_boxes=p.max_boxes, label_policy=opts.label_policy, seed=opts.seed, loader=opts.loader)
@@ -260,9 +260,9 @@ def _detection_dataset(session: Session, data_file: str | Path, opts: TrainOptio
 
 def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions) -> Path:
     net = session.net
-    region = net.region
-    if region is None:
-        raise DarknetError("detector train needs a [region] layer", session.cfg_file)
+    if not net.heads:
+        raise DarknetError("detector train needs a detection layer ([region] or [yolo])", session.cfg_file)
+    region = net.heads[-1][1]  # Darknet takes jitter, random, max from the last detection layer
     cfg = net.config
     max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
     dataset = _detection_dataset(session, data_file, opts)

@@ -54,32 +54,41 @@ class Trainer:
     def learning_rate(self) -> float:
         return learning_rate(self.cfg, self.batch_num)
 
-    def _loss_delta(self, out: Tensor, truth: Tensor) -> tuple[Tensor, float]:
-        """Darknet's delta (target - output) for the output layer, and its cost."""
-        region = self.net.region
-        if region is not None and self.net.kinds[self.net.output_index] == "region":
-            from pydarknet.region.loss import region_delta
-
-            p = region.params
-            delta, cost, stats = region_delta(
-                out.detach(), truth.to(out.device), region.biases, p.n, p.classes, p.coords, self.net.seen,
-                thresh=p.thresh, rescore=p.rescore, bias_match=p.bias_match, softmax=p.softmax,
-                tree=region.tree, map=region.class_map, coord_scale=p.coord_scale,
-                object_scale=p.object_scale, noobject_scale=p.noobject_scale, class_scale=p.class_scale,
-                background=p.background)
-            self.last_stats = stats
-            return delta, cost
+    def _outputs(self) -> list[int]:
+        """The layers whose deltas train the network: every detection head, else the output layer."""
+        heads = [i for i, _ in self.net.heads]
+        if heads:
+            return heads
         if self.net.kinds[self.net.output_index] == "softmax":
-            # softmax_x_ent: delta = truth - p; a following [cost] (sse) adds the same delta again.
-            target = truth.to(out.device).view_as(out)
-            delta = target - out.detach()
-            xent = float(-torch.where(target != 0, torch.log(out.detach().clamp_min(1e-30)), 0).sum())
-            n_cost = sum(1 for k in self.net.kinds[self.net.output_index + 1:] if k == "cost")
-            # calc_network_cost reports the mean over the layers that have a cost: softmax's cross-entropy
-            # and each [cost] layer's sum of squared deltas.
-            cost = (xent + n_cost * float((delta * delta).sum())) / (1 + n_cost)
-            return delta * (1 + n_cost), cost
-        raise DarknetError("training needs a [region] or [softmax] output layer", self.net.cfg_path)
+            return [self.net.output_index]
+        raise DarknetError("training needs a detection layer ([region], [yolo]) or a [softmax] output layer",
+                           self.net.cfg_path)
+
+    def _softmax_delta(self, out: Tensor, truth: Tensor) -> tuple[Tensor, float]:
+        """softmax_x_ent: delta = truth - p; a following [cost] (sse) adds the same delta again."""
+        target = truth.to(out.device).view_as(out)
+        delta = target - out.detach()
+        xent = float(-torch.where(target != 0, torch.log(out.detach().clamp_min(1e-30)), 0).sum())
+        n_cost = sum(1 for k in self.net.kinds[self.net.output_index + 1:] if k == "cost")
+        # calc_network_cost reports the mean over the layers that have a cost: softmax's cross-entropy
+        # and each [cost] layer's sum of squared deltas.
+        cost = (xent + n_cost * float((delta * delta).sum())) / (1 + n_cost)
+        return delta * (1 + n_cost), cost
+
+    def _deltas(self, outputs: list[Tensor], truth: Tensor) -> tuple[list[Tensor], float]:
+        """Darknet's delta (target - output) for each output, and the network's cost: the mean over the
+        layers that have one (calc_network_cost)."""
+        heads = dict(self.net.heads)
+        if not heads:
+            delta, cost = self._softmax_delta(outputs[0], truth)
+            return [delta], cost
+        deltas, costs, self.last_stats = [], [], {}
+        for index, out in zip(self._outputs(), outputs):
+            found = heads[index].delta(out, truth, self.net.seen)
+            deltas.append(found.delta)
+            costs.append(found.cost)
+            self.last_stats[index] = found.stats
+        return deltas, sum(costs) / len(costs)
 
     def step(self, images: Tensor, truth: Tensor) -> float:
         """One Darknet iteration over `images` (this rank's share of whole mini-batches): returns
@@ -91,6 +100,7 @@ class Trainer:
             raise DarknetError(f"{images.shape[0]} images is not a multiple of the mini-batch {local}",
                                self.net.cfg_path)
         device = self.params[0].device
+        indices = self._outputs()
         self.model.train()
         total = 0.0
         for start in range(0, images.shape[0], local):
@@ -98,12 +108,12 @@ class Trainer:
             t = truth[start:start + local]
             self.net.seen = self.net.seen + batch  # Darknet counts before the forward pass
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out = self.model(x)
-            delta, cost = self._loss_delta(out.float(), t)
+                outputs = self.model(x, outputs=indices)
+            deltas, cost = self._deltas([o.float() for o in outputs], t)
             if not math.isfinite(cost):
                 raise FloatingPointError(f"loss is {cost} at seen={self.net.seen}")
             # Darknet sums gradients over the batch; DDP averages over ranks: undo the average.
-            out.backward((-delta * self.world_size).to(out.dtype))
+            torch.autograd.backward(outputs, [(-d * self.world_size).to(o.dtype) for o, d in zip(outputs, deltas)])
             total += cost
             if (self.net.seen // batch) % self.cfg.subdivisions == 0:
                 self.update()

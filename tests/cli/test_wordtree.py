@@ -91,7 +91,7 @@ def test_hier_help_matches_hierarchy_top_prediction(tmp_path):
     import torch
 
     from pydarknet.cli.main import HIER_HELP
-    from pydarknet.region.wordtree import hierarchy_top_prediction, read_tree
+    from pydarknet.wordtree import hierarchy_top_prediction, read_tree
 
     (tmp_path / "t.tree").write_text("a -1\nb 0\nc 1\n")
     tree = read_tree(tmp_path / "t.tree")

@@ -139,8 +139,8 @@ def test_class_only_region_delta_by_hand(mixed_list: Path) -> None:
     net.seen = 0  # below 12800 detection images get the anchor prior; class-only images must not
     with torch.no_grad():
         out = net.eval()(images)
-    delta, cost = Trainer(net)._loss_delta(out, truth)
-    region = net.region.params
+    (delta,), cost = Trainer(net)._deltas([out], truth)
+    region = net.heads[-1][1].params
     n, entries = region.n, 5 + region.classes
     out_np = out.numpy().reshape(4, n, entries, -1)
     delta_np = delta.numpy().reshape(4, n, entries, -1)

@@ -10,12 +10,10 @@ import torch
 
 import pydarknet
 from conftest import ROOT
-from pydarknet.boxes import do_nms_obj
 from pydarknet.cli.main import main
 from pydarknet.data.synthetic import make_shapes_dataset
+from pydarknet.detector import Detector
 from pydarknet.evaluate.recall import RecallCounter
-from pydarknet.image import load_image, resize_image
-from pydarknet.region.decode import get_region_boxes
 
 CFG, WEIGHTS = ROOT / "cfg" / "shapes.cfg", ROOT / "models" / "shapes.weights"
 LINE = re.compile(r"^([ \d]{4}\d) ([ \d]{4}\d) ([ \d]{4}\d)"  # "%5d %5d %5d"
@@ -41,15 +39,12 @@ def test_counter_hand_made():
 def naive_recall(images: list[str]) -> tuple[int, int, float]:
     """Darknet's loops, one truth and one box at a time, in float64."""
     net = pydarknet.load(CFG, WEIGHTS)
-    p, w, h = net.region.params, net.config.width, net.config.height
     correct = total = 0
     iou_sum = 0.0
-    for image in images:
-        with torch.no_grad():
-            out = net(torch.from_numpy(resize_image(load_image(image), w, h))[None])[0]
-        boxes, obj, probs = get_region_boxes(out, net.region.biases, p.n, p.classes, p.coords, w, h, w, h, .001)
-        boxes, obj, _, _ = do_nms_obj(boxes, obj, probs, .4)
-        proposals = [b for b, o in zip(boxes.double().tolist(), obj.tolist()) if o > .001]
+    detector = Detector(net, thresh=.001, nms=.4, command="recall")  # plain resize, do_nms_obj
+    for image, found in zip(images, detector.run(images)):
+        c = found.candidates
+        proposals = [b for b, o in zip(c.boxes.astype(np.float64).tolist(), c.objectness.tolist()) if o > .001]
         label = image.replace("images", "labels").replace(".jpg", ".txt")
         for row in np.loadtxt(label, ndmin=2):
             tx, ty, tw, th = row[1:]

@@ -14,7 +14,8 @@ import pydarknet
 from conftest import FIXTURES, ROOT
 from pydarknet.cli.main import main
 from pydarknet.data.synthetic import make_shapes_dataset
-from pydarknet.detect import detect
+from pydarknet.detection import Candidates
+from pydarknet.detector import Detector
 from pydarknet.errors import DarknetError
 from pydarknet.evaluate.valid import (
     COCO_IDS,
@@ -26,8 +27,7 @@ from pydarknet.evaluate.valid import (
     voc_lines,
 )
 from pydarknet.image import letterbox_image, load_image
-from pydarknet.region.decode import tree_region_output
-from pydarknet.region.wordtree import read_map
+from pydarknet.wordtree import read_map
 
 CFG, WEIGHTS = ROOT / "cfg" / "shapes.cfg", ROOT / "models" / "shapes.weights"
 NUM = r"-?\d+\.\d{6}"
@@ -57,7 +57,7 @@ def data_file(shapes: Path, name: str, **options: str) -> Path:
 def expected_boxes(net: pydarknet.Darknet, shapes: Path) -> list[tuple[str, int, int, list]]:
     """Per image: (path, w, h, detections) from the public detect() (relative boxes, same thresholds)."""
     paths = (shapes / "valid.txt").read_text().split()
-    dets = detect(net, paths, thresh=.005, hier_thresh=.5, nms=.45)
+    dets = Detector(net, thresh=.005, hier_thresh=.5, nms=.45).detect(paths)
     sizes = [load_image(p).shape[1:] for p in paths]
     return [(p, w, h, d) for p, (h, w), d in zip(paths, sizes, dets)]
 
@@ -117,27 +117,34 @@ def test_cli_out_prefix(shapes, capsys):
     assert "Total Detection Time:" in capsys.readouterr().err
 
 
+def dense(boxes: np.ndarray, probs: np.ndarray) -> Candidates:
+    """Candidates holding every row of `boxes` and the non-zero `probs`."""
+    box, cls = np.nonzero(probs)
+    rows = np.arange(len(boxes))
+    return Candidates(len(boxes), rows, boxes, np.ones(len(boxes), np.float32), box, cls, probs[box, cls])
+
+
 def test_c_formatting_hand_made():
     boxes = np.array([[10.5, 20, 5, 4], [1, 2, 10, 10], [95, 48, 20, 10]], np.float32)
     probs = np.zeros((3, 12), np.float32)
     probs[0, 1], probs[1, 0], probs[2, 0], probs[2, 11] = .5, .25, .125, .75
-    assert voc_lines("img", boxes, probs, 100, 50) == [
+    assert voc_lines("img", dense(boxes, probs), 100, 50) == [
         (1, "img 0.500000 9.000000 19.000000 14.000000 23.000000"),  # +1: 1-based pixels
         (0, "img 0.250000 1.000000 1.000000 7.000000 8.000000"),  # clamped to 1
         (0, "img 0.125000 86.000000 44.000000 100.000000 50.000000"),  # clamped to w, h
         (11, "img 0.750000 86.000000 44.000000 100.000000 50.000000"),
     ]
-    assert coco_records(42, boxes, probs, 100, 50) == [
+    assert coco_records(42, dense(boxes, probs), 100, 50) == [
         '{"image_id":42, "category_id":2, "bbox":[8.000000, 18.000000, 5.000000, 4.000000], "score":0.500000}',
         '{"image_id":42, "category_id":1, "bbox":[0.000000, 0.000000, 6.000000, 7.000000], "score":0.250000}',
         '{"image_id":42, "category_id":1, "bbox":[85.000000, 43.000000, 15.000000, 7.000000], "score":0.125000}',
         '{"image_id":42, "category_id":13, "bbox":[85.000000, 43.000000, 15.000000, 7.000000], "score":0.750000}',
     ]
-    assert imagenet_lines(7, boxes, probs, 100, 50)[0] == "7 2 0.500000 8.000000 18.000000 13.000000 22.000000"
+    assert imagenet_lines(7, dense(boxes, probs), 100, 50)[0] == "7 2 0.500000 8.000000 18.000000 13.000000 22.000000"
     # C stores `b.x - b.w/2. + 1` (double) into a float.
     odd = np.array([[0.1, 0.7, 0.3, 0.2]], np.float32)
     x, w = np.float64(odd[0, 0]), np.float64(odd[0, 2])
-    line = voc_lines("i", odd, np.ones((1, 1), np.float32), 100, 50)[0][1]
+    line = voc_lines("i", dense(odd, np.ones((1, 1), np.float32)), 100, 50)[0][1]
     assert line.split()[4] == f"{float(np.float32(x + w / 2 + 1)):f}"
 
 
@@ -165,7 +172,8 @@ def test_imagenet_eval_uses_the_data_map(tmp_path):
     lines = path.read_text().splitlines()
     assert lines
     # Independently: prob of ImageNet class j = objectness * absolute tree prob of map[j], before NMS.
-    class_map, p = read_map("data/inet9k.map"), net.region.params
+    class_map, head = read_map("data/inet9k.map"), net.heads[-1][1]
+    p = head.params
     allowed = set()
     sizes = {}
     for number, image in enumerate(images, 1):
@@ -173,9 +181,9 @@ def test_imagenet_eval_uses_the_data_map(tmp_path):
         sizes[number] = im.shape[1:]
         with torch.no_grad():
             out = net(torch.from_numpy(letterbox_image(im, net.config.width, net.config.height))[None])[0]
-        v = tree_region_output(out, p.n, p.coords, p.classes, net.region.tree).reshape(p.n, 5 + p.classes, -1)
-        probs = (v[:, 4:5] * v[:, 5 + torch.from_numpy(class_map)]).numpy()  # (n, 200, cells)
-        allowed |= {(number, j + 1, f"{probs[a, j, c]:f}") for a, j, c in zip(*np.nonzero(probs > thresh))}
+        v = head.tree_entries(out, np.arange(p.n * out[0].numel()))  # (boxes, entries), absolute tree probs
+        probs = v[:, 4:5] * v[:, 5 + class_map]  # (boxes, 200)
+        allowed |= {(number, j + 1, f"{probs[b, j]:f}") for b, j in zip(*np.nonzero(probs > thresh))}
     data.write_text(data.read_text().replace("eval = imagenet", "eval = coco"))
     with pytest.raises(DarknetError, match="eval=coco maps 80 classes to COCO ids; the network has 9418"):
         validate_detector(net, data, progress=False)

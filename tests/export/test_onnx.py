@@ -15,9 +15,9 @@ import pydarknet
 from conftest import FIXTURES, fixture_batch, fixture_net
 from pydarknet.cli.main import main
 from pydarknet.errors import DarknetError
-from pydarknet.export import RegionDecode, export_onnx
+from pydarknet.export import DetectionDecode, export_onnx
+from pydarknet.heads import Frame
 from pydarknet.network import build_network
-from pydarknet.region.decode import get_region_boxes, tree_region_output
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -105,19 +105,19 @@ def test_batch_dimension(exported, tmp_path):
 
 
 def reference_decode(net: pydarknet.Darknet, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """pydarknet's decode with the image = the network input (no letterbox) and no threshold."""
-    region = net.layers[net.output_index]
-    p, s = region.params, net.input_shape
+    """pydarknet's decode with the image = the network input (no letterbox) and no threshold; a tree's
+    probs are its absolute ones (what Darknet reads through a map), times objectness."""
+    head, s = net.heads[-1][1], net.input_shape
+    every = None if head.tree is None else np.arange(head.classes)
     boxes, objectness, probs = [], [], []
     for o in out:
-        rb = get_region_boxes(o, region.biases, p.n, p.classes, p.coords, s.w, s.h, s.w, s.h, thresh=0.0)
-        boxes.append(rb.boxes)
-        objectness.append(rb.objectness)
-        if region.tree is None:
-            probs.append(rb.probs)
-        else:  # absolute tree probabilities (what Darknet reads through a map), times objectness
-            tree = tree_region_output(o, p.n, p.coords, p.classes, region.tree).reshape(p.n, -1, o[0].numel())
-            probs.append(rb.objectness[:, None] * tree[:, 5:].transpose(1, 2).reshape(-1, p.classes))
+        c = head.candidates(o, Frame(s.w, s.h, s.w, s.h, letterbox=True), 0.0, class_map=every)
+        assert c.index.size == c.count  # thresh 0: every box (no objectness is exactly 0 here)
+        dense = np.zeros((c.count, head.classes), np.float32)
+        dense[c.box, c.cls] = c.prob
+        boxes.append(torch.from_numpy(c.boxes))
+        objectness.append(torch.from_numpy(c.objectness))
+        probs.append(torch.from_numpy(dense))
     return torch.stack(boxes), torch.stack(objectness), torch.stack(probs)
 
 
@@ -127,7 +127,7 @@ def test_decode_matches_pydarknet(exported, name):
     x = fixture_batch(net, name, 3)
     with torch.no_grad():
         expected = reference_decode(net, net(x))
-        eager = RegionDecode(net)(x)
+        eager = DetectionDecode(net)(x)
     shape = net.shapes[net.output_index]
     p = net.layers[net.output_index].params
     assert expected[0].shape == (3, p.n * shape.h * shape.w, 4)
@@ -135,14 +135,12 @@ def test_decode_matches_pydarknet(exported, name):
     for got, want, what in zip(run(session, x), expected, ("boxes", "objectness", "probs"), strict=True):
         assert got.shape == tuple(want.shape), what
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=TOL, err_msg=what)
-    # In torch only the box exp differs from pydarknet (float here, double in Darknet); the tree product
-    # by gathers is bit-identical to hierarchy_predictions.
-    torch.testing.assert_close(eager[0], expected[0], rtol=1e-6, atol=1e-6)
-    assert torch.equal(eager[1], expected[1]) and torch.equal(eager[2], expected[2])
+    # In torch the decode is the same: boxes, objectness and the tree product are bit-identical.
+    assert all(torch.equal(e, x) for e, x in zip(eager, expected))
 
 
-def test_decode_needs_a_region_output(tmp_path):
-    with pytest.raises(DarknetError, match="region"):
+def test_decode_needs_a_detection_layer(tmp_path):
+    with pytest.raises(DarknetError, match="detection layer"):
         export_onnx(fixture_net("mini_cls"), tmp_path / "x.onnx", with_decode=True)
     assert not (tmp_path / "x.onnx").exists()
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import FIXTURES, fixture_batch, fixture_net
 from pydarknet.cli.main import main
-from pydarknet.export import RegionDecode, export_torchscript, load_pt
+from pydarknet.export import DetectionDecode, export_torchscript, load_pt
 
 NETS = ["mini_voc", "mini_tiny", "mini_cls", "mini_9k"]
 TOL = 1e-4
@@ -36,7 +36,7 @@ def test_with_decode(tmp_path):
     traced = torch.jit.load(str(tmp_path / "net.ts"))
     x = fixture_batch(net, "mini_9k", 3)
     with torch.no_grad():
-        got, expected = traced(x), RegionDecode(net)(x)
+        got, expected = traced(x), DetectionDecode(net)(x)
     for a, b in zip(got, expected, strict=True):
         assert (a - b).abs().max().item() <= TOL
 

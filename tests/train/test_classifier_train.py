@@ -113,7 +113,7 @@ def test_softmax_gradient_reaches_the_logits_as_darknets(tmp_path: Path) -> None
     logits, probs = outs[net.output_index - 1], outs[net.output_index]
     logits.retain_grad()
     truth = torch.eye(3)[[0, 1, 2, 1]]
-    delta, cost = Trainer(net)._loss_delta(probs, truth)
+    (delta,), cost = Trainer(net)._deltas([probs], truth)
     probs.backward(-delta)
     p = probs.detach().numpy()
     np.testing.assert_allclose(logits.grad.flatten(1).numpy(), 2 * (p - truth.numpy()), rtol=1e-6, atol=1e-7)

@@ -55,6 +55,21 @@ class Tree:
         return np.flatnonzero(self.parent >= np.arange(self.n))
 
     @cached_property
+    def _gather_parent(self) -> Tensor:
+        """Per node the index the depth passes multiply by: its parent, or `n` (a column of ones) for
+        roots and for nodes whose parent is not an earlier node."""
+        back = (self.parent >= 0) & (self.parent < np.arange(self.n))
+        return torch.from_numpy(np.where(back, self.parent, self.n).astype(np.int64))
+
+    @cached_property
+    def _forward_parent_index(self) -> np.ndarray:
+        """Per node the raw value the C loop multiplies it by before its parent is updated: the parent for
+        nodes of `_forward_parents`, else `n` (ones)."""
+        index = np.full(self.n, self.n, dtype=np.int64)
+        index[self._forward_parents] = self.parent[self._forward_parents]
+        return index
+
+    @cached_property
     def _padded_groups(self) -> np.ndarray:
         """(groups, max size) class indices per group; padding points at an extra always-zero class `n`."""
         table = np.full((self.groups, max(int(self.group_size.max()), 1)), self.n, dtype=np.int64)
@@ -173,22 +188,25 @@ def tree_softmax(x: Tensor, tree: Tree, dim: int = -1) -> Tensor:
 
 
 def hierarchy_predictions(probs: Tensor, tree: Tree, dim: int = -1) -> Tensor:
-    """Darknet's in-place `for j: p[j] *= p[parent[j]]` (only_leaves=0) as a new tensor.
+    """Darknet's in-place `for j: p[j] *= p[parent[j]]` (only_leaves=0) as a new tensor, with gathers only
+    (so that it also exports to ONNX).
 
-    With parents before children this is the product along the path to the root, done one tree level
-    at a time; bit-identical, as each node is one float32 multiply by its parent's final value."""
+    Pass k makes the nodes k levels below a root final: each node is its own prob times its parent's
+    final value, the single float32 multiply Darknet's in-place loop does, so the result is bit-identical.
+    A node whose parent is itself or a later node (only in hand-made trees) reads that parent's raw value,
+    as the C loop does, before the passes."""
     dim = dim % probs.dim()
-    out = probs.clone()
-    fwd = tree._forward_parents
-    if fwd.size:  # parent read before its own update (only for hand-made trees)
-        nodes = torch.from_numpy(fwd).to(probs.device)
-        parents = torch.from_numpy(tree.parent[fwd]).to(probs.device)
-        out.index_copy_(dim, nodes, probs.index_select(dim, nodes) * probs.index_select(dim, parents))
-    for nodes_np, parents_np in tree._depth_levels:
-        nodes = torch.from_numpy(nodes_np).to(probs.device)
-        parents = torch.from_numpy(parents_np).to(probs.device)
-        out.index_copy_(dim, nodes, out.index_select(dim, nodes) * out.index_select(dim, parents))
-    return out
+    parent = tree._gather_parent.to(probs.device)
+    base = probs
+    if tree._forward_parents.size:
+        raw_parent = torch.cat([probs, torch.ones_like(probs.narrow(dim, 0, 1))], dim)
+        forward = torch.from_numpy(tree._forward_parent_index).to(probs.device)
+        base = probs * raw_parent.index_select(dim, forward)
+    absolute = base
+    for _ in range(len(tree._depth_levels)):
+        padded = torch.cat([absolute, torch.ones_like(absolute.narrow(dim, 0, 1))], dim)
+        absolute = base * padded.index_select(dim, parent)
+    return absolute
 
 
 def hierarchy_top_prediction(probs_abs: Tensor, tree: Tree, hier_thresh: float) -> Tensor:

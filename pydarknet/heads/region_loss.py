@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pydarknet.boxes import box_iou
 from pydarknet.errors import DarknetError
-from pydarknet.region.wordtree import Tree
+from pydarknet.heads.region import region_boxes
+from pydarknet.wordtree import Tree
 
 _MAX_TRUTHS = 30  # the region layer reads at most 30 boxes per image (l.truths = 30*(coords+1))
 _PRIOR_SEEN = 12800  # below this many images seen, every box is also pulled towards its anchor
@@ -24,27 +26,6 @@ _ONLY_CLASS = 100000  # truth x and y above this: a classification-only label (c
 def _f32(v: float) -> float:
     """A cfg float as C holds it: the value of its float32 rounding."""
     return float(np.float32(v))
-
-
-def _box_iou(ax: Tensor, ay: Tensor, aw: Tensor, ah: Tensor,
-             bx: Tensor, by: Tensor, bw: Tensor, bh: Tensor) -> Tensor:
-    """Darknet's `box_iou` in float32 (centre +- size/2; a negative overlap means no intersection)."""
-    def overlap(x1: Tensor, w1: Tensor, x2: Tensor, w2: Tensor) -> Tensor:
-        return torch.minimum(x1 + w1 / 2, x2 + w2 / 2) - torch.maximum(x1 - w1 / 2, x2 - w2 / 2)
-
-    ow, oh = overlap(ax, aw, bx, bw), overlap(ay, ah, by, bh)
-    inter = torch.where((ow < 0) | (oh < 0), 0.0, ow * oh)
-    return inter / (aw * ah + bw * bh - inter)
-
-
-def _region_box(raw: Tensor, col: Tensor, row: Tensor, anchor_w: Tensor, anchor_h: Tensor,
-                w: int, h: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """`get_region_box` on (..., 4) raw entries; w, h as `exp(t) * bias / w` in double, stored to float."""
-    bx = (col + raw[..., 0]) / w
-    by = (row + raw[..., 1]) / h
-    bw = (torch.exp(raw[..., 2].double()) * anchor_w.double() / w).float()
-    bh = (torch.exp(raw[..., 3].double()) * anchor_h.double() / h).float()
-    return bx, by, bw, bh
 
 
 def _log_ratio(size: Tensor, grid: int, anchor: Tensor) -> Tensor:
@@ -127,9 +108,8 @@ def region_delta(output: Tensor, truth: Tensor, biases: Tensor, n: int, classes:
     # Pass 1, every (anchor, cell): no-object delta unless some truth overlaps > thresh; early anchor prior.
     pos = torch.arange(cells, device=dev)
     col, row = (pos % w).float(), torch.div(pos, w, rounding_mode="floor").float()
-    pred = _region_box(ov[..., :4], col, row, anchor_w[:, None], anchor_h[:, None], w, h)
-    tb = tr.to(dev)[:, None, None, :, :4].unbind(-1)  # (N, 1, 1, T) each
-    ious = _box_iou(*(p[..., None] for p in pred), *tb)
+    pred = region_boxes(ov[..., :4], col, row, anchor_w[:, None], anchor_h[:, None], w, h)
+    ious = box_iou(torch.stack(pred, -1)[..., None, :], tr.to(dev)[:, None, None, :, :4])
     ious = torch.where(valid.to(dev)[:, None, None] & (ious > 0), ious, 0.0)  # C's `iou > best_iou` from 0
     obj = out[:, :, coords]
     no_obj = ns * ((1 if background else 0) - obj)
@@ -190,13 +170,14 @@ def region_delta(output: Tensor, truth: Tensor, biases: Tensor, n: int, classes:
     if bias_match:
         shape_w, shape_h = (anchor_w / w).expand(len(bi), n), (anchor_h / h).expand(len(bi), n)
     else:
-        _, _, shape_w, shape_h = _region_box(raw[..., :4], fi[:, None], fj[:, None], anchor_w, anchor_h, w, h)
-    zero = torch.zeros((), device=dev)
-    shape_iou = _box_iou(zero, zero, shape_w, shape_h, zero, zero, bw[:, None], bh[:, None])
+        _, _, shape_w, shape_h = region_boxes(raw[..., :4], fi[:, None], fj[:, None], anchor_w, anchor_h, w, h)
+    zero = torch.zeros_like(shape_w)
+    shape_iou = box_iou(torch.stack([zero, zero, shape_w, shape_h], -1),
+                        torch.stack([zero, zero, bw[:, None].expand_as(zero), bh[:, None].expand_as(zero)], -1))
     best_n = torch.where(shape_iou > 0, shape_iou, 0.0).argmax(1)  # first anchor on ties, as C's `>`
     slot = raw[torch.arange(len(bi), device=dev), best_n]  # (K, entries)
-    pb = _region_box(slot[:, :4], fi, fj, anchor_w[best_n], anchor_h[best_n], w, h)
-    iou = _box_iou(*pb, x, y, bw, bh)
+    pb = region_boxes(slot[:, :4], fi, fj, anchor_w[best_n], anchor_h[best_n], w, h)
+    iou = box_iou(torch.stack(pb, -1), box)
     target = torch.stack([x * w - fi, y * h - fj, _log_ratio(bw, w, anchor_w[best_n]),
                           _log_ratio(bh, h, anchor_h[best_n])], 1)
     coord_delta = (cs * (2 - bw * bh))[:, None] * (target - slot[:, :4])
@@ -240,15 +221,3 @@ def region_delta(output: Tensor, truth: Tensor, biases: Tensor, n: int, classes:
              "Obj": ratio(obj_sum, count), "No Obj": anyobj_sum / (w * h * n * batch),
              "Avg Recall": ratio(recall, count), "count": count}
     return delta.reshape(output.shape), cost, stats
-
-
-def gpu_backward_scale(output: Tensor, n: int, coords: int, classes: int, background: bool = False) -> Tensor:
-    """The factor `backward_region_layer_gpu` multiplies the delta by: the logistic derivative (1-y)*y on
-    x, y, mask entries and objectness (unless `background`), 1 on w, h and classes (their delta already is
-    the gradient w.r.t. the logits)."""
-    batch, _, h, w = output.shape
-    y = output.detach().reshape(batch, n, coords + 1 + classes, h * w)
-    logistic = [0, 1, *range(4, coords)] + ([] if background else [coords])
-    scale = torch.ones_like(y)
-    scale[:, :, logistic] = (1 - y[:, :, logistic]) * y[:, :, logistic]
-    return scale.reshape(output.shape)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT
 from pydarknet.errors import DarknetError
-from pydarknet.region.wordtree import (
+from pydarknet.wordtree import (
     Tree,
     hierarchy_predictions,
     hierarchy_top_prediction,

@@ -1,11 +1,9 @@
-"""The sparse decode (`region_candidates` + `do_nms_sort_pairs`, what `decode_detections` runs) against the
+"""The sparse decode (`RegionHead.candidates` + `nms_sort`, what the detector runs) against the
 straightforward dense one: the (boxes x classes) prob matrix as Darknet fills it, Darknet's NMS loops over
-all of it, and `detections`. Random region outputs with coarse values, so that objectness, probs and boxes
-tie, equal the threshold, or are zero."""
+all of it, and the rows with a prob left. Random region outputs with coarse values, so that objectness,
+probs and boxes tie, equal the threshold, or are zero."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from pydarknet.boxes import box_iou, nms_sort_pairs, swap_loop_positions, zero_objectness_to_end
-from pydarknet.detect import decode_detections
-from pydarknet.detection import detections
+from pydarknet.boxes import box_iou, nms_sort, sort_pairs, swap_loop
+from pydarknet.detection import Candidates, Detection
+from pydarknet.heads import Frame
+from pydarknet.heads.region import RegionHead, RegionParams
 from pydarknet.image import letterbox_geometry
-from pydarknet.region.decode import region_candidates
-from pydarknet.region.wordtree import hierarchy_predictions, hierarchy_top_prediction, read_tree
+from pydarknet.wordtree import hierarchy_predictions, hierarchy_top_prediction, read_tree
 
 TREE_9K = read_tree(ROOT / "data" / "9k.tree")
 
@@ -64,13 +62,23 @@ def dense_reference(out: torch.Tensor, biases: torch.Tensor, n: int, classes: in
     index = torch.arange(n * h * w)
     if nms > 0:
         boxes, objectness, probs, index = loop_nms_sort(boxes, objectness, probs, nms)
-    return detections(boxes, objectness, probs, index, thresh)
+    return dense_detections(boxes, objectness, probs, index, thresh)
+
+
+def dense_detections(boxes, objectness, probs, index, thresh: float) -> list[Detection]:  # noqa: ANN001
+    """The rows with some prob > thresh, in array order."""
+    found = []
+    for b, o, row, i in zip(boxes.tolist(), objectness.tolist(), probs, index.tolist()):
+        cls = torch.nonzero(row > float(np.float32(thresh)))[:, 0].tolist()
+        if cls:
+            found.append(Detection(tuple(b), o, cls, row[cls].tolist(), i))
+    return found
 
 
 def loop_nms_sort(boxes: torch.Tensor, objectness: torch.Tensor, probs: torch.Tensor, thresh: float):
     """`do_nms_sort`'s loops as C runs them (sorted() is stable, as glibc's qsort); a class whose probs are
     all zero is skipped: its sort keeps the order and its loop zeroes nothing."""
-    perm, total = zero_objectness_to_end(objectness)
+    perm, total = swap_loop(objectness.numpy() != 0)
     front, p = perm[:total].tolist(), probs.numpy().copy()
     over = (box_iou(boxes[:, None], boxes[None]) > np.float32(thresh)).numpy()
     for k in np.flatnonzero(p.any(0)):
@@ -98,11 +106,17 @@ def random_output(seed: int, n: int, classes: int, h: int, w: int, tree: bool, s
     return torch.from_numpy(v.reshape(n * (5 + classes), h, w))
 
 
-def fake_net(n: int, classes: int, tree, background: bool, net_w: int, net_h: int) -> SimpleNamespace:  # noqa: ANN001
-    biases = torch.tensor([1.0, 1.0, 1.5, 1.0, 1.0, 1.5][: 2 * n])
-    params = SimpleNamespace(n=n, classes=classes, coords=4, background=background)
-    return SimpleNamespace(region=SimpleNamespace(params=params, biases=biases, tree=tree),
-                           net=SimpleNamespace(width=net_w, height=net_h))
+def fake_head(n: int, classes: int, tree, background: bool) -> RegionHead:  # noqa: ANN001
+    anchors = [1.0, 1.0, 1.5, 1.0, 1.0, 1.5][: 2 * n]
+    return RegionHead(RegionParams(n, classes, anchors=anchors, softmax=True, background=background), tree)
+
+
+FRAME = Frame(80, 60, 64, 32, letterbox=True)
+
+
+def sparse(head: RegionHead, out: torch.Tensor, thresh: float, hier: float, nms: float) -> list[Detection]:
+    c = head.candidates(out, FRAME, thresh, hier)
+    return (nms_sort(c, nms) if nms > 0 else c).detections()
 
 
 def as_tuples(dets: list) -> list:
@@ -112,9 +126,9 @@ def as_tuples(dets: list) -> list:
 def check(seed: int, classes: int, tree, thresh: float, nms: float, hier: float, background: bool,  # noqa: ANN001
           h: int = 3, w: int = 4, n: int = 3, shared: bool = False) -> None:
     out = random_output(seed, n, classes, h, w, tree is not None, shared)
-    net = fake_net(n, classes, tree, background, 64, 32)
-    ours = decode_detections(net, out, 80, 60, thresh, hier, nms)
-    ref = dense_reference(out, net.region.biases, n, classes, 80, 60, 64, 32, thresh, hier, nms, tree, background)
+    head = fake_head(n, classes, tree, background)
+    ours = sparse(head, out, thresh, hier, nms)
+    ref = dense_reference(out, head.biases, n, classes, 80, 60, 64, 32, thresh, hier, nms, tree, background)
     assert as_tuples(ours) == as_tuples(ref)
 
 
@@ -142,25 +156,25 @@ def test_9k_tree_region_matches_dense(seed, thresh, hier):
 
 def test_no_candidates_and_no_nms():
     out = random_output(1, 3, 4, 3, 4, False)
-    net = fake_net(3, 4, None, False, 64, 32)
-    assert decode_detections(net, out, 80, 60, 1.0, 0.5, 0.45) == []  # nothing > 1
-    c = region_candidates(out, net.region.biases, 3, 4, 4, 80, 60, 64, 32, 1.0)
-    assert c.index.size == c.box.size == 0 and c.boxes.shape == (0, 4) and c.objectness.shape == (36,)
-    dets = decode_detections(net, out, 80, 60, 0.25, 0.5, 0.0)  # no NMS: array order
+    head = fake_head(3, 4, None, False)
+    assert sparse(head, out, 1.0, 0.5, 0.45) == []  # nothing > 1
+    c = head.candidates(out, FRAME, 1.0)
+    assert c.index.size == c.box.size == 0 and c.boxes.shape == (0, 4) and c.count == 36
+    dets = sparse(head, out, 0.25, 0.5, 0.0)  # no NMS: array order
     assert [d.index for d in dets] == sorted(d.index for d in dets) and dets
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.booleans(), max_size=40), st.randoms())
-def test_swap_loop_positions_are_where_the_swap_loop_puts_boxes(flags, rnd):
+@given(st.lists(st.booleans(), max_size=40))
+def test_nms_starts_from_where_the_swap_loop_puts_boxes(flags):
+    """With equal probs and nothing overlapping, do_nms_sort's stable sort keeps the swap loop's order."""
     nonzero = np.array(flags, dtype=bool)
-    perm, total = zero_objectness_to_end(torch.from_numpy(nonzero).float())
-    where = np.empty(len(flags), dtype=np.int64)
-    where[perm.numpy()] = np.arange(len(flags))
     rows = np.flatnonzero(nonzero)
-    rows = np.sort(rnd.sample(list(rows), rnd.randint(0, rows.size)) if rows.size else rows).astype(np.int64)
-    assert swap_loop_positions(nonzero, rows).tolist() == where[rows].tolist()
-    assert (where[np.flatnonzero(nonzero)] < total).all()
+    boxes = np.stack([rows * 10.0, np.zeros(rows.size), np.ones(rows.size), np.ones(rows.size)], 1).astype(np.float32)
+    c = Candidates(len(flags), rows, boxes, np.ones(rows.size, np.float32), np.arange(rows.size),
+                   np.zeros(rows.size, np.int64), np.full(rows.size, .5, np.float32))
+    perm, total = swap_loop(nonzero)
+    assert nms_sort(c, 0.45).index.tolist() == perm[:total].tolist()
 
 
 @settings(max_examples=200, deadline=None)
@@ -170,10 +184,10 @@ def test_boxes_without_probs_can_be_left_out(seed, m, classes, thresh):
     boxes = (rng.integers(0, 4, (m, 4)) / 4 + [0, 0, 0.25, 0.25]).astype(np.float32)
     probs = np.where(rng.random((m, classes)) < 0.4, rng.choice([0.3, 0.5, 0.9], (m, classes)), 0).astype(np.float32)
     box, cls = np.nonzero(probs)
-    order, dropped = nms_sort_pairs(boxes, box, cls, probs[box, cls], thresh)
+    order, dropped = sort_pairs(boxes, box, cls, probs[box, cls], thresh)
     assert sorted(order.tolist()) == list(range(m))
     with_prob = np.unique(box)
-    sub_order, sub_dropped = nms_sort_pairs(boxes[with_prob], np.searchsorted(with_prob, box), cls,
+    sub_order, sub_dropped = sort_pairs(boxes[with_prob], np.searchsorted(with_prob, box), cls,
                                             probs[box, cls], thresh)
     assert with_prob[sub_order].tolist() == [b for b in order.tolist() if b in set(with_prob.tolist())]
     assert sub_dropped.tolist() == dropped.tolist()

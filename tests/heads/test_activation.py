@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import ROOT, infer_dirs
-from pydarknet.region.activation import region_activate
-from pydarknet.region.wordtree import read_tree
+from pydarknet.heads.region import region_activate
+from pydarknet.wordtree import read_tree
 
 # net -> (num, classes, tree)
 REGIONS = {"mini_voc": (5, 20, None), "mini_tiny": (5, 20, None), "mini_9k": (3, 9418, "data/9k.tree")}

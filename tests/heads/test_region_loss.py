@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from pydarknet.errors import DarknetError
-from pydarknet.region.loss import gpu_backward_scale, region_delta
-from pydarknet.region.wordtree import Tree, read_map, read_tree
+from pydarknet.heads.region import gpu_backward_scale
+from pydarknet.heads.region_loss import region_delta
+from pydarknet.wordtree import Tree, read_map, read_tree
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 ROOT = Path(__file__).parents[2]  # the cfgs name data/9k.tree etc. relative to the repository root

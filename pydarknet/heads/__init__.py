@@ -1,0 +1,76 @@
+"""Detection heads: the layers whose output Darknet decodes into boxes ([region] now; [yolo] beside it).
+
+A head is one object that owns its cfg parameters and its semantics: the activation (its forward), the
+candidates of one image (decode, thresholds, WordTree), the NMS and the input geometry each Darknet command
+uses with it, and its training delta. Callers hand it the network output; a network may have several
+heads, whose candidates are merged (in layer order, as Darknet's get_network_boxes fills its array) before
+one NMS. `pydarknet.detector.Detector` is the one pipeline that drives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from torch import Tensor, nn
+
+from pydarknet.boxes import Nms
+from pydarknet.detection import Candidates
+
+# The Darknet commands whose detection semantics differ: `detector test` (and `detect`, the API), `valid`
+# (and `map`), `recall`, `demo`.
+COMMANDS = ("test", "valid", "recall", "demo")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """How one image became the network input, for putting boxes back onto the image."""
+
+    image_w: int
+    image_h: int
+    net_w: int
+    net_h: int
+    letterbox: bool  # letterboxed (aspect kept on a grey canvas), else resized to the network size
+    relative: bool = True  # boxes relative to the image, else in its pixels
+
+
+class HeadDelta(NamedTuple):
+    delta: Tensor  # Darknet's delta (target - output) for the head's output
+    cost: float  # the layer's cost, as Darknet sums it
+    stats: dict  # the values of the line Darknet prints for the layer while training
+
+
+class Head(nn.Module):
+    """Base of the detection layers. Subclasses set `classes` and implement the methods below."""
+
+    classes: int
+
+    def candidates(self, output: Tensor, frame: Frame, thresh: float, hier_thresh: float = 0.5,
+                   class_map: np.ndarray | None = None) -> Candidates:
+        """One image's (C, H, W) output -> its part of Darknet's detection array: boxes with objectness >
+        thresh and their class probs > thresh (`class_map`: a WordTree's probs of these tree classes)."""
+        raise NotImplementedError
+
+    def letterbox(self, command: str) -> bool:
+        """Whether Darknet letterboxes the image for `command` (else a plain resize)."""
+        raise NotImplementedError
+
+    def nms(self, command: str) -> Nms:
+        """The NMS Darknet runs after `command`'s decode."""
+        raise NotImplementedError
+
+    def delta(self, output: Tensor, truth: Tensor, seen: int) -> HeadDelta:
+        """The training delta of a (N, C, H, W) output for `truth` (N, B, 5) rows x, y, w, h, class."""
+        raise NotImplementedError
+
+    def decode_dense(self, output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(N, C, H, W) output -> every box as (N, B, 4) network-relative xywh, (N, B) objectness and
+        (N, B, classes) probs, in torch ops only (for export); thresholds and NMS left to the caller."""
+        raise NotImplementedError
+
+
+def validate_command(command: str) -> str:
+    if command not in COMMANDS:
+        raise ValueError(f"unknown detection command {command!r} (one of {', '.join(COMMANDS)})")
+    return command
