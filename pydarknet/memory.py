@@ -99,7 +99,10 @@ def refuse_large_tensors(section: Section) -> Iterator[None]:
 
 def check_activations(section: Section, outputs: Sequence) -> None:
     """Refuse the layer at which the outputs of the layers so far (float32, batch 1; Darknet allocates
-    every layer's output, `layer_outputs` returns them all) no longer fit in the memory available."""
+    every layer's output, `layer_outputs` returns them all) no longer fit in the memory available. Not for
+    a build on another default device (`with torch.device("meta")`: shapes only)."""
+    if torch.get_default_device().type != "cpu":
+        return
     need = sum(s.size for s in outputs) * _FLOAT_BYTES
     available = available_bytes()
     if available is not None and need > available:
