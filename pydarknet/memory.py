@@ -18,6 +18,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from pydarknet.cfg import Section
+from pydarknet.errors import DarknetError
 
 _FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn}
 _FLOAT_BYTES = 4
@@ -57,7 +58,7 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def _refusal(section: Section, what: str, need: int, available: int) -> Exception:
+def _refusal(section: Section, what: str, need: int, available: int) -> DarknetError:
     return section.error(f"{what} would take {format_bytes(need)}, more than the {format_bytes(available)} "
                          f"of memory available")
 

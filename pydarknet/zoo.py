@@ -123,18 +123,25 @@ def model_weights(name: str, progress: bool = True) -> Path:
                            f"{err} (to run offline, put {model.file} there or set PYDARKNET_HOME)") from None
 
 
-def resolve(cfg: str | Path, weights: str | Path | None) -> tuple[str | Path, str | Path | None]:
-    """`load()`'s cfg and weights: a model name becomes its bundled cfg and, when no weights are given,
-    its weights (fetched on first use). Paths pass through."""
+def model_cfg(cfg: str | Path) -> str | Path:
+    """A model name's bundled cfg; a path as it is."""
     if is_model_name(cfg):
         model = MODELS[cfg]
         if model.cfg is None:
             raise DarknetError(f"{cfg!r} is a weights file without a network to run (a training start); "
                                f"models: {', '.join(runnable())}")
-        return ASSETS / "cfg" / model.cfg, weights if weights is not None else model_weights(cfg)
+        return ASSETS / "cfg" / model.cfg
     if _looks_like_name(cfg):
         raise unknown_model(str(cfg))
-    return cfg, weights
+    return cfg
+
+
+def resolve(cfg: str | Path, weights: str | Path | None) -> tuple[str | Path, str | Path | None]:
+    """`load()`'s cfg and weights: a model name becomes its bundled cfg and, when no weights are given,
+    its weights (fetched on first use). Paths pass through."""
+    if weights is None and is_model_name(cfg):
+        return model_cfg(cfg), model_weights(cfg)
+    return model_cfg(cfg), weights
 
 
 class DetectInputs(NamedTuple):

@@ -50,10 +50,12 @@ def _free_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_bundled_model_by_name() -> None:
+def test_bundled_model_by_name(capsys: pytest.CaptureFixture) -> None:
     net = pydarknet.load("shapes")
     assert net.cfg_path == ASSETS / "cfg" / "shapes.cfg"
     torch.testing.assert_close(net(X), _reference(), rtol=0, atol=0)
+    assert main(["summary", "yolo9000"]) == 0  # a name's cfg needs no weights
+    assert capsys.readouterr().out.endswith("Floating Point Operations: 49.06 Bn\n")
 
 
 def test_downloaded_on_first_use_then_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

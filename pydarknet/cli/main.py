@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.train:classifier_valid")
 
     p = sub.add_parser("summary", help="the layer table Darknet prints for a cfg")
-    p.add_argument("cfg")
+    p.add_argument("cfg", help="a cfg file or a model name (`pydarknet models`)")
     p.set_defaults(func="pydarknet.cli.tools:summary")
 
     p = sub.add_parser("partial", help="keep the first K layers' weights (Darknet's partial)")
