@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from pydarknet import zoo
 from pydarknet.detection import Detection
 from pydarknet.detector import Detector
 from pydarknet.errors import DarknetError
@@ -22,8 +23,12 @@ def load(cfg: str | Path, weights: str | Path | None = None, device: str | torch
          upto: int | None = None, fast: bool = False) -> Darknet:
     """Build the network of a Darknet `.cfg`, fill it from a `.weights` file, put it in eval mode.
 
+    `cfg` may be a model name (`"yolo9000"`, `"shapes"`: `pydarknet models` lists them): its bundled cfg,
+    and without `weights` its official weights, fetched once into the cache (see `pydarknet.zoo`).
+
     `upto` loads only the first `upto` layers' weights (Darknet's `partial` files). `fast` rebuilds it
     for inference only (outputs within float rounding; no training or saving): see `pydarknet.fast`."""
+    cfg, weights = zoo.resolve(cfg, weights)
     if fast:
         from pydarknet.fast import load_for_inference
 

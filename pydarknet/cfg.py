@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydarknet.errors import DarknetError
+from pydarknet.paths import resolve_path
 
 
 class UnusedOptionWarning(UserWarning):
@@ -150,8 +151,9 @@ def parse_cfg_text(text: str, file: str = "<cfg>") -> list[Section]:
 
 
 def parse_cfg(path: str | Path) -> list[Section]:
-    """Read and parse a `.cfg` file; any problem is a DarknetError naming the file."""
-    path = Path(path)
+    """Read and parse a `.cfg` file (found as `resolve_path` finds it); any problem is a DarknetError naming
+    the file."""
+    path = resolve_path(path)
     try:
         text = path.read_bytes().decode("utf-8", errors="replace")
     except IsADirectoryError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,45 +17,10 @@ import requests
 from tqdm import tqdm
 
 from pydarknet.errors import DarknetError
+from pydarknet.zoo import MODELS, lookup
 
-BASE_URL = "https://pjreddie.com/media/files/"
 _CHUNK = 1 << 16  # small reads: on a broken connection only the bytes of the unfinished read are lost
 _TIMEOUT = (15, 60)  # seconds to connect, seconds between bytes
-
-
-@dataclass(frozen=True)
-class Official:
-    file: str
-    sizes: tuple[int, ...]  # the sizes the file may have: one where it is documented, else both headers
-    sha256: str | None = None
-
-    @property
-    def url(self) -> str:
-        return BASE_URL + self.file
-
-
-def _both_headers(floats: int) -> tuple[int, int]:
-    """A Darknet 0.1 header (16 bytes: int seen) or 0.2 (20 bytes: size_t seen) before the floats."""
-    return 16 + 4 * floats, 20 + 4 * floats
-
-
-# Sizes: each is 16 or 20 header bytes + 4 * the floats its cfg in cfg/ needs (tests/test_download.py
-# checks that). The single sizes are the Content-Length pjreddie.com serves, as recorded by its users.
-OFFICIAL: dict[str, Official] = {
-    "yolov2": Official("yolov2.weights", (203934260,)),
-    "yolov2-voc": Official("yolov2-voc.weights", (202704260,)),
-    "yolov2-tiny": Official("yolov2-tiny.weights", (44948600,)),
-    "yolov2-tiny-voc": Official("yolov2-tiny-voc.weights", (63471556,)),
-    "yolo9000": Official("yolo9000.weights", _both_headers(48807501)),
-    "darknet19": Official("darknet19.weights", _both_headers(20856776)),
-    "darknet19_448": Official("darknet19_448.weights", _both_headers(20856776)),
-    "darknet19_448.conv.23": Official("darknet19_448.conv.23", (79327120,)),
-}
-
-
-def official(name: str) -> Official | None:
-    """The official file for `yolov2` or `yolov2.weights`; None for other names."""
-    return OFFICIAL.get(name) or OFFICIAL.get(name.removesuffix(".weights"))
 
 
 def sha256_of(path: str | Path) -> str:
@@ -85,18 +49,21 @@ class Result(NamedTuple):
 
 def download(name: str, out_dir: str | Path = "weights", url: str | None = None, sha256: str | None = None,
              force: bool = False, progress: bool = True) -> Result:
-    """Download an official file (`yolov2`, `yolo9000`, ... see OFFICIAL) or, with `url`, any file saved
-    as `name` in `out_dir`. Known sizes and the given (or known) sha256 are checked; a target that already
-    passes them is kept unless `force`."""
-    known = official(name)
+    """Download an official file (`yolov2`, `yolo9000`, ... see pydarknet.zoo.MODELS) or, with `url`, any
+    file saved as `name` in `out_dir`. Known sizes and the given (or known) sha256 are checked; a target that
+    already passes them is kept unless `force`."""
+    known = lookup(name)
+    if known is not None and known.bundled:
+        known = None  # shipped in the package: nothing to download
     if known is None and url is None:
-        raise DarknetError(f"unknown weights {name!r}: expected one of {', '.join(OFFICIAL)} (or give --url)")
+        official = [n for n, m in MODELS.items() if not m.bundled]
+        raise DarknetError(f"unknown weights {name!r}: expected one of {', '.join(official)} (or give --url)")
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise DarknetError(f"--sha256 {sha256!r}: expected 64 hexadecimal digits")
     file = known.file if known else name
     if Path(file).name != file or file in ("", ".", ".."):
         raise DarknetError(f"{name!r} is not a file name (use -o for the directory)")
-    url = url or known.url
+    url = url or known.weights
     sizes = known.sizes if known else ()
     sha256 = (sha256 or (known.sha256 if known else None) or "").lower() or None
     target = Path(out_dir) / file

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from pydarknet.errors import DarknetError
+from pydarknet.paths import resolve_path
 
 _F32 = np.float32
 # Darknet's get_color palette (src/image.c), rows indexed by the colour ratio, columns r, g, b.
@@ -28,8 +29,10 @@ def load_image(path: str | Path) -> np.ndarray:
     """Decode `path` as Darknet's load_image_color does: (3, h, w) float32 RGB, byte / 255.
 
     EXIF orientation is ignored (stb_image never reads it); grey images get three equal channels,
-    alpha is dropped, 16-bit samples are scaled by 1/65535.
+    alpha is dropped, 16-bit samples are scaled by 1/65535. A path missing from the working directory is
+    looked up in the package's data (`resolve_path`: the demo image `data/shapes.jpg`).
     """
+    path = resolve_path(path)
     try:
         # Stat first: reading a FIFO or a device such as /dev/zero would block or never end.
         if not stat.S_ISREG(os.stat(path).st_mode):

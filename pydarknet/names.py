@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydarknet.errors import DarknetError
-from pydarknet.paths import ROOT, resolve_path
+from pydarknet.paths import ASSETS, resolve_path
 
 DEFAULT_NAMES = {20: "data/voc.names", 80: "data/coco.names", 9418: "data/9k.names",
                  1000: "data/imagenet.shortnames.list"}
@@ -31,4 +31,4 @@ def default_names(classes: int) -> list[str]:
     file = DEFAULT_NAMES.get(classes)
     if file is None:
         return [f"class{i}" for i in range(classes)]
-    return read_names(ROOT / file, classes)[:classes]
+    return read_names(ASSETS / file, classes)[:classes]

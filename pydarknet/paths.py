@@ -1,14 +1,18 @@
-"""Where files named inside cfg/.data files are looked for.
+"""Where files named in commands and inside cfg/.data files are looked for.
 
-Darknet opens them relative to the working directory; pydarknet also tries the referring file's
-directory, its parent and the repository root, so the bundled cfgs work from any directory.
+Darknet opens them relative to the working directory. pydarknet then tries the referring file's
+directory and its parent, and last the package's own data (`ASSETS`: Darknet's `cfg/`, `data/` and
+`models/` layout shipped inside the package), so `cfg/yolo9000.cfg` and the `data/9k.tree` it names
+are found from any directory after a plain `pip install`.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# pip installs packages unpacked, so this is a real directory (in a checkout: links to the root dirs).
+ASSETS = Path(str(files("pydarknet") / "assets"))
 
 
 def resolve_path(name: str | Path, relative_to: str | Path | None = None) -> Path:
@@ -20,7 +24,7 @@ def resolve_path(name: str | Path, relative_to: str | Path | None = None) -> Pat
     if relative_to is not None:
         ref = Path(relative_to).resolve()
         bases += [ref.parent, ref.parent.parent]
-    bases.append(ROOT)
+    bases.append(ASSETS)
     for base in bases:
         if (base / path).exists():
             return base / path

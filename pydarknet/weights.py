@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pydarknet.errors import DarknetError
+from pydarknet.paths import resolve_path
 
 HEADER_INTS = struct.Struct("<iii")
 
@@ -57,7 +58,7 @@ def load_weights(net, path: str | Path, upto: int | None = None) -> None:  # noq
     """Fill `net` from a Darknet weights file. The file must hold exactly the floats the cfg needs
     (for the first `upto` layers when given: Darknet's `partial` files). The floats are read straight
     into each tensor: the file is never held in memory whole (yolo9000: 195 MB more at the peak)."""
-    path = Path(path)
+    path = resolve_path(path)
     if path.is_dir():
         raise DarknetError("is a directory, expected a .weights file", path)
     try:

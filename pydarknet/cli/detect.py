@@ -17,6 +17,7 @@ from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
 from pydarknet.image import save_image
 from pydarknet.names import default_names, read_names
+from pydarknet.zoo import detect_inputs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -90,6 +91,9 @@ def detector_test(args: argparse.Namespace) -> int:
 
 
 def detect(args: argparse.Namespace) -> int:
+    args.cfg, args.weights, args.images, model_names = detect_inputs(args.inputs)
+    if not args.data:
+        args.names = args.names or model_names
     detector = _detector(args)
     classes = detector.num_classes
     if args.names:

@@ -10,6 +10,7 @@ import argparse
 import sys
 import warnings
 
+from pydarknet import __version__
 from pydarknet.errors import DarknetError
 
 HIER_HELP = ("WordTree threshold (YOLO9000): from the root group, take the group's most likely class and "
@@ -60,6 +61,7 @@ def _add_train_options(p: argparse.ArgumentParser, label_policy_help: str) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pydarknet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     det = sub.add_parser("detector", help="Darknet's detector commands").add_subparsers(dest="sub", required=True)
@@ -115,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_recall")
 
-    p = sub.add_parser("detect", help="short form: detect CFG WEIGHTS IMAGE... (names by class count)")
-    p.add_argument("cfg")
-    p.add_argument("weights")
-    p.add_argument("images", nargs="+", help="images or directories")
+    p = sub.add_parser("detect", help="short form: detect MODEL [IMAGE...] or CFG WEIGHTS IMAGE... "
+                       "(names by class count)")
+    p.add_argument("inputs", nargs="+", metavar="MODEL|CFG WEIGHTS IMAGE",
+                   help="a model name (`pydarknet models`; weights fetched on first use, the demo model "
+                   "`shapes` runs on its sample image when given none) or a cfg and weights file, then images "
+                   "or directories")
     p.add_argument("--names", default=None, help="class names file")
     p.add_argument("--data", default=None, help=".data file whose names= to use")
     _add_detect_options(p)
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.train:classifier_valid")
 
     p = sub.add_parser("summary", help="the layer table Darknet prints for a cfg")
-    p.add_argument("cfg")
+    p.add_argument("cfg", help="a cfg file or a model name (`pydarknet models`)")
     p.set_defaults(func="pydarknet.cli.tools:summary")
 
     p = sub.add_parser("partial", help="keep the first K layers' weights (Darknet's partial)")
@@ -188,11 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     p.set_defaults(func="pydarknet.cli.export:convert")
 
+    p = sub.add_parser("models", help="the models `detect` and `load` take by name: size, cached or not")
+    p.set_defaults(func="pydarknet.cli.models:models")
+
     p = sub.add_parser("download", help="fetch an official weights file (resumable, size/sha256 checked)")
-    p.add_argument("name", help="yolov2, yolov2-voc, yolov2-tiny, yolov2-tiny-voc, yolo9000, darknet19, "
-                   "darknet19_448 or darknet19_448.conv.23; any file name with --url")
+    p.add_argument("name", help="an official name (`pydarknet models`: yolov2, yolo9000, darknet19_448.conv.23, "
+                   "...); any file name with --url")
     p.add_argument("-o", "--out-dir", default="weights", help="directory to save into (default weights)")
-    p.add_argument("--url", default=None, help="download from here instead of pjreddie.com")
+    p.add_argument("--url", default=None, help="download from here instead of the official URL")
     p.add_argument("--sha256", default=None, help="expected sha256 of the file")
     p.add_argument("--force", action="store_true", help="download again even if the file is there")
     p.set_defaults(func="pydarknet.cli.download:download")

@@ -6,10 +6,11 @@ import argparse
 
 import pydarknet
 from pydarknet.network import build_network
+from pydarknet.zoo import model_cfg
 
 
 def summary(args: argparse.Namespace) -> int:
-    print(build_network(args.cfg).summary())
+    print(build_network(model_cfg(args.cfg)).summary())
     return 0
 
 

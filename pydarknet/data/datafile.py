@@ -33,7 +33,7 @@ def read_data_file(path: str | Path) -> DataOptions:
     """Options of a `.data` file. As in Darknet's read_data_cfg, every blank inside a line is removed
     (so paths cannot contain spaces), `#` and `;` start comment lines, and the first of repeated keys
     wins (option_find returns the first match)."""
-    path = Path(path)
+    path = resolve_path(path)
     options = DataOptions(path)
     for number, raw in enumerate(_read_text(path, "a .data file").splitlines(), start=1):
         line = "".join(raw.split())

@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from pydarknet.cfg import Section
+from pydarknet.memory import check_activations, refuse_large_tensors
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,12 @@ def build_layer(section: Section, ctx: Context) -> Built:
         if section.kind in KNOWN_UNSUPPORTED:
             raise section.error("is a Darknet layer that pydarknet does not support yet")
         raise section.error("unknown section type")
-    built = builder(section, ctx)
+    with refuse_large_tensors(section):
+        built = builder(section, ctx)
     if built.out.c <= 0 or built.out.h <= 0 or built.out.w <= 0:
         raise section.error(
             f"gives an empty output {built.out.c}x{built.out.h}x{built.out.w} "
             f"from input {ctx.in_shape.c}x{ctx.in_shape.h}x{ctx.in_shape.w}"
         )
+    check_activations(section, [*ctx.shapes, built.out])
     return built
