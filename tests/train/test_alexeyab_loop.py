@@ -150,3 +150,18 @@ def test_alexeyab_loop_uses_its_pipeline_names_and_resizing(tmp_path: Path, stan
                      "tiny_last.weights"]
     # random=1: the first resize is the largest, round(1.4*64/32 + 1)*32 = 128 x round(1.4*48/32 + 1)*32 = 96
     assert stand_in_yolo[0] == (128 // 2, 96 // 2)  # the [yolo] sees the stride-2 conv's output
+
+
+def test_map_schedule_of_detector_train_map():
+    from pydarknet.train.map_schedule import MapSchedule
+
+    # 5000 images, 64 per iteration: every 4*5000//64 = 312 iterations, not before burn_in=1000
+    schedule = MapSchedule(train_images=5000, full_batch=64, burn_in=1000, max_batches=6000)
+    assert schedule.next_at() == 1000 and not schedule.due(999) and schedule.due(1000)
+    assert schedule.record(1000, 0.30, "yolov4") == ["yolov4_best.weights"]
+    assert schedule.next_at() == 1312
+    assert schedule.record(1312, 0.25, "yolov4") == []
+    assert schedule.record(1624, 0.30, "yolov4") == ["yolov4_best.weights"]  # ties refresh it
+    small = MapSchedule(train_images=100, full_batch=64, burn_in=0, max_batches=250, start=20)
+    assert small.next_at() == 120  # at least every 100 iterations
+    assert small.due(250) and not small.due(119)  # and at the last iteration
