@@ -20,6 +20,7 @@ import pydarknet
 from pydarknet.data.datafile import DataOptions, read_data_file, resolve_path
 from pydarknet.data.dataset import DetectionDataset, ImageListDataset, SampleKey, collate
 from pydarknet.errors import DarknetError
+from pydarknet.netconfig import NetConfig
 from pydarknet.network import Darknet
 from pydarknet.train.distributed import DistInfo, init_from_env, shutdown
 from pydarknet.train.trainer import Trainer
@@ -99,6 +100,11 @@ def alexeyab_multiscale_size(rng: np.random.Generator, init_w: int, init_h: int,
 
 
 EMA_SUFFIX = "_ema.weights"
+# AlexeyAB [net] options whose training behaviour pydarknet does not reproduce (tracking, contrastive and
+# adversarial training, bad-label rejection, ...): a cfg that sets them gets a warning.
+NOT_TRAINED = ("track", "contrastive", "unsupervised", "adversarial_lr", "dynamic_minibatch", "weights_reject_freq",
+               "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "equidistant_point",
+               "try_fix_nan", "attention", "adam")
 
 
 def alexeyab_save_every(max_batches: int, options: DataOptions) -> tuple[int, int]:
@@ -335,6 +341,10 @@ def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
 
     net, cfg = session.net, session.net.config
     head = head_train_options(net.sections)
+    ignored = [key for key in NOT_TRAINED if getattr(cfg, key) != getattr(NetConfig(1, 1, 1, 1, 1), key)]
+    if ignored and session.info.is_main:
+        warnings.warn(f"{session.cfg_file}: {', '.join(ignored)} set in [net]: not implemented by pydarknet's "
+                      f"training, ignored", stacklevel=2)
     max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
     dataset = AlexeyABDetectionDataset.from_config(session.train_list, cfg, head, session.cfg_file,
                                                    opts.label_policy, opts.seed)
