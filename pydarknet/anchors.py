@@ -1,6 +1,8 @@
-"""Anchor boxes for a [region] layer: k-means with distance 1 - IoU over the training boxes' sizes.
+"""Anchor boxes for a [region] or [yolo] layer: k-means with distance 1 - IoU over the training boxes' sizes.
 
 Boxes and anchors are compared centred on each other (only w and h matter), as YOLOv2 chose its anchors.
+[region] anchors are in grid cells; [yolo] anchors in pixels of the network input, as AlexeyAB's
+`detector calc_anchors` prints them (with its report and its `-show` plot, cloud.png).
 Everything is vectorized over the boxes (numpy), and Hamerly's bounds skip the boxes that cannot change
 cluster: 1e6 boxes take seconds (benchmarks/anchors.py).
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pydarknet.cfg import Section
 from pydarknet.data.datafile import read_data_file, read_list, resolve_path
 from pydarknet.data.labels import LabelPolicy, label_path, read_labels
 from pydarknet.errors import DarknetError
@@ -23,6 +26,7 @@ from pydarknet.errors import DarknetError
 @dataclass
 class BoxSizes:
     wh: np.ndarray  # (N, 2) float64 w, h relative to the image
+    classes: np.ndarray  # (N,) int class of each box
     images: int
     problems: list[str]  # dropped label lines, missing label files, zero-size boxes
 
@@ -47,7 +51,7 @@ def load_box_sizes(data_file: str | Path, policy: LabelPolicy = "skip", progress
             raise DarknetError(f"classes={options['classes']!r} is not an integer", options.path,
                                options.lines["classes"]) from None
     paths = read_list(train_list)
-    sizes, problems = [], []
+    sizes, ids, problems = [], [], []
     for path in tqdm(paths, disable=None if progress else True, unit="img", file=sys.stderr):
         try:
             labels = read_labels(resolve_path(label_path(path), train_list), policy, classes)
@@ -58,11 +62,13 @@ def load_box_sizes(data_file: str | Path, policy: LabelPolicy = "skip", progress
             continue
         problems += labels.problems
         sizes.append(labels.boxes[:, 3:5])
+        ids.append(labels.boxes[:, 0])
     wh = np.concatenate(sizes).astype(np.float64) if sizes else np.zeros((0, 2))
+    classes = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
     empty = ~(wh > 0).all(1)  # a zero-size box has IoU 0 with every anchor: no information, only noise
     if empty.any():
         problems.append(f"{int(empty.sum())} boxes with zero width or height left out")
-    return BoxSizes(wh[~empty], len(paths), problems)
+    return BoxSizes(wh[~empty], classes[~empty], len(paths), problems)
 
 
 def iou_wh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -203,10 +209,7 @@ def write_region_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> Non
     from pydarknet.weights import atomic_write
 
     path = Path(cfg_path)
-    try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    except OSError as err:
-        raise DarknetError(f"cannot read cfg: {err.strerror}", path) from None
+    text = _read_cfg_text(path)
     sections = parse_cfg_text(text, str(path))
     regions = [i for i, s in enumerate(sections) if s.kind == "region"]
     if not regions:
@@ -214,18 +217,9 @@ def write_region_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> Non
     index = regions[-1]
     region = sections[index]
     lines = text.splitlines(keepends=True)  # the parser's line numbers index this list (1-based)
-    eol = lines[region.line - 1][len(lines[region.line - 1].rstrip("\r\n")):] or "\n"
 
-    def set_option(sec, key: str, value: str) -> None:  # noqa: ANN001
-        opt = sec.options.get(key)
-        if opt is None:  # Darknet reads options in any order: add it right after the header
-            header = lines[sec.line - 1]
-            lines[sec.line - 1] = header + ("" if header.endswith(("\n", "\r")) else eol) + f"{key}={value}{eol}"
-            return
-        raw = lines[opt.line - 1]
-        body = raw.rstrip("\r\n")
-        prefix = re.match(r"[^=]*=[ \t]*", body).group(0)  # keep the key's own spelling and spacing
-        lines[opt.line - 1] = prefix + value + raw[len(body):]
+    def set_option(sec: Section, key: str, value: str) -> None:
+        _set_option(lines, sec, key, value)
 
     old_num = region.get_int("num", 1)
     if k != old_num:
@@ -240,9 +234,116 @@ def write_region_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> Non
     atomic_write(path, "".join(lines).encode("utf-8", errors="surrogateescape"))
 
 
+def _read_cfg_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="surrogateescape")
+    except OSError as err:
+        raise DarknetError(f"cannot read cfg: {err.strerror}", path) from None
+
+
+def _set_option(lines: list[str], sec: Section, key: str, value: str) -> None:
+    """Set `key=value` of `sec` in the cfg's `lines` (keepends; the parser's line numbers index them): the
+    value replaced in place, or a new line right after the header (Darknet reads options in any order)."""
+    header = lines[sec.line - 1]
+    eol = header[len(header.rstrip("\r\n")):] or "\n"
+    opt = sec.options.get(key)
+    if opt is None:
+        lines[sec.line - 1] = header + ("" if header.endswith(("\n", "\r")) else eol) + f"{key}={value}{eol}"
+        return
+    raw = lines[opt.line - 1]
+    body = raw.rstrip("\r\n")
+    prefix = re.match(r"[^=]*=[ \t]*", body).group(0)  # keep the key's own spelling and spacing
+    lines[opt.line - 1] = prefix + value + raw[len(body):]
+
+
+YOLO_HEADS = ("yolo", "gaussian_yolo")
+
+
+def write_yolo_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> int:
+    """Set anchors= of every [yolo] section of the cfg in place (atomically); every other byte stays.
+    Returns how many sections were written. Each head's num= must already be k: its mask= picks anchors
+    by index and the filters= before it follow the mask, so a new count is the user's call."""
+    from pydarknet.cfg import parse_cfg_text
+    from pydarknet.weights import atomic_write
+
+    path = Path(cfg_path)
+    text = _read_cfg_text(path)
+    heads = [s for s in parse_cfg_text(text, str(path)) if s.kind in YOLO_HEADS]
+    if not heads:
+        raise DarknetError("has no [yolo] section to write anchors into", path)
+    for sec in heads:
+        num = sec.get_int("num", 1)
+        if num != k:
+            raise sec.error(f"num={num} but {k} clusters were asked for: mask= and filters= follow num, "
+                            f"so use -num_of_clusters {num} or change the cfg first", "num")
+    lines = text.splitlines(keepends=True)
+    for sec in heads:
+        _set_option(lines, sec, "anchors", anchors_text)
+    atomic_write(path, "".join(lines).encode("utf-8", errors="surrogateescape"))
+    return len(heads)
+
+
+def format_anchors_pixels(anchors_px: np.ndarray, width: int, padded: bool = True) -> str:
+    """AlexeyAB's anchors line: `%3.0f,%3.0f` per anchor (`%2.4f` for a width of 32 or less: anchors in
+    cells), joined by ", "; unpadded, the same values as a cfg's anchors=."""
+    digits = 0 if width > 32 else 4
+    pad = (3 if width > 32 else 2) if padded else 0
+    return ", ".join(f"{w:{pad}.{digits}f},{h:{pad}.{digits}f}" for w, h in anchors_px)
+
+
+def mean_best_iou_percent(wh_px: np.ndarray, anchors_px: np.ndarray) -> float:
+    """calc_anchors' `avg IoU`: each box's IoU with its nearest anchor, in float32, summed in order,
+    times 100 over the boxes."""
+    w, h = wh_px[:, :1].astype(np.float32), wh_px[:, 1:].astype(np.float32)
+    aw, ah = anchors_px[:, 0].astype(np.float32), anchors_px[:, 1].astype(np.float32)
+    inter = np.minimum(w, aw) * np.minimum(h, ah)
+    iou = inter / (w * h + aw * ah - inter)
+    best = iou.max(1)
+    total = np.cumsum(best, dtype=np.float32)[-1] if len(best) else np.float32(0)
+    return float(np.float32(100) * total / np.float32(len(best)))
+
+
+def alexeyab_report(k: int, width: int, height: int, images: int, boxes: int, iterations: int,
+                    counters: list[int], avg_iou: float, anchors_line: str) -> str:
+    """What AlexeyAB's calc_anchors prints (its progress line once, at the end)."""
+    return (f"\n num_of_clusters = {k}, width = {width}, height = {height} \n"
+            f" read labels from {images} images \n"
+            f" loaded \t image: {images} \t box: {boxes}"
+            "\n all loaded. \n"
+            "\n calculating k-means++ ...\n"
+            f"\n iterations = {iterations} \n\n"
+            f"\ncounters_per_class = {', '.join(map(str, counters))}\n"
+            f"\n avg IoU = {avg_iou:2.2f} % \n"
+            "\nSaving anchors to the file: anchors.txt \n"
+            f"anchors = {anchors_line}\n")
+
+
+def plot_cloud(wh_px: np.ndarray, assignment: np.ndarray, anchors_px: np.ndarray, width: int, height: int,
+               path: str | Path, size: int = 700) -> None:
+    """AlexeyAB's `-show` picture (show_acnhors, saved as cloud.png): on black, each box's w, h as a dot
+    coloured by cluster, each anchor as a white rectangle from the origin; size pixels = the network size."""
+    import cv2
+
+    from pydarknet.weights import atomic_write
+
+    img = np.zeros((size, size, 3), np.uint8)
+    scale_w, scale_h = np.float32(size) / np.float32(width), np.float32(size) / np.float32(height)
+    xs = (wh_px[:, 0].astype(np.float32) * np.float32(size) / np.float32(width)).astype(np.int64)
+    ys = (wh_px[:, 1].astype(np.float32) * np.float32(size) / np.float32(height)).astype(np.int64)
+    for x, y, idx in zip(xs.tolist(), ys.tolist(), assignment.tolist()):
+        rgb = ((idx * 123 + 55) % 255, (idx * 321 + 33) % 255, (idx * 11 + 99) % 255)
+        cv2.circle(img, (x, y), 1, rgb[::-1], cv2.FILLED, cv2.LINE_8)
+    for aw, ah in anchors_px.astype(np.float32):
+        cv2.rectangle(img, (0, 0), (int(aw * scale_w), int(ah * scale_h)), (255, 255, 255), 1, cv2.LINE_8)
+    ok, png = cv2.imencode(".png", img)
+    if not ok:
+        raise DarknetError("OpenCV could not encode the plot", path)
+    atomic_write(path, png.tobytes())
+
+
 def plot_clusters(wh_cells: np.ndarray, assignment: np.ndarray, anchors_cells: np.ndarray, path: str | Path,
-                  size: int = 700) -> None:
-    """PNG scatter of box w/h (grid cells) coloured by cluster, each anchor as a cross and the
+                  size: int = 700, unit: str = "grid cells") -> None:
+    """PNG scatter of box w/h (in `unit`) coloured by cluster, each anchor as a cross and the
     rectangle from the origin it stands for (as AlexeyAB's `-show`)."""
     import cv2
 
@@ -271,7 +372,7 @@ def plot_clusters(wh_cells: np.ndarray, assignment: np.ndarray, anchors_cells: n
         tx, ty = to_px(np.array(t), np.array(t))
         cv2.putText(img, str(t), (int(tx) - 4, size - margin + 18), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
         cv2.putText(img, str(t), (margin - 25, int(ty) + 4), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "w (grid cells)", (size // 2 - 50, size - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, f"w ({unit})", (size // 2 - 50, size - 12), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "h", (12, size // 2), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     ax, ay = to_px(anchors_cells[:, 0], anchors_cells[:, 1])
     for j in range(len(anchors_cells)):

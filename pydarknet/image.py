@@ -33,6 +33,12 @@ def load_image(path: str | Path) -> np.ndarray:
     looked up in the package's data (`resolve_path`: the demo image `data/shapes.jpg`).
     """
     path = resolve_path(path)
+    return _decoded_to_chw(decode_image_file(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION), path)
+
+
+def decode_image_file(path: str | Path, flags: int) -> np.ndarray:
+    """OpenCV's decoding of the image file `path` with imread `flags`; a DarknetError naming the file if
+    it cannot be read or decoded."""
     try:
         # Stat first: reading a FIFO or a device such as /dev/zero would block or never end.
         if not stat.S_ISREG(os.stat(path).st_mode):
@@ -44,13 +50,13 @@ def load_image(path: str | Path) -> np.ndarray:
     decoded = None
     if data.size:
         try:
-            decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+            decoded = cv2.imdecode(data, flags)
         except cv2.error:
             decoded = None
     if decoded is None:
         reason = "empty file" if data.size == 0 else "not a supported image or truncated"
         raise DarknetError(f"cannot read image: {reason}", file=path)
-    return _decoded_to_chw(decoded, path)
+    return decoded
 
 
 def _decoded_to_chw(decoded: np.ndarray, path: str | Path) -> np.ndarray:

@@ -43,8 +43,8 @@ class Darknet(nn.Module):
         super().__init__()
         self.cfg_path = Path(cfg_path)
         self.sections = sections
-        self.config: NetConfig = parse_net(sections[0])
         self.dialect = cfg_dialect(sections)
+        self.config: NetConfig = parse_net(sections[0], self.dialect)
         shape = Shape(self.config.channels, self.config.height, self.config.width)
         self.input_shape = shape
         shapes: list[Shape] = []

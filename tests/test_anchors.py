@@ -233,3 +233,87 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["calc_anchors", str(data), "-num_of_clusters", "50", "-width", "416", "-height", "416"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "12 boxes cannot make 50 clusters" in err[0]
+
+
+YOLO_CFG = """[net]
+width=416
+height=320
+channels=3
+
+[convolutional]
+filters=21
+size=1
+activation=linear
+
+[yolo]
+mask = 2,3
+anchors = 1,1, 2,2, 3,3, 4,4
+classes=2
+num=4
+
+[route]
+layers=-2
+
+[yolo]
+mask=0,1
+classes=2
+num=4
+"""
+
+
+def test_alexeyab_formats_and_mean_iou_by_hand():
+    from pydarknet.anchors import format_anchors_pixels, mean_best_iou_percent
+
+    assert format_anchors_pixels(np.array([[10.4, 13.6], [116.5, 90.0]]), 416) == " 10, 14, 116, 90"
+    assert format_anchors_pixels(np.array([[10.4, 13.6]]), 416, padded=False) == "10,14"
+    assert format_anchors_pixels(np.array([[1.23456, 2.5]]), 13) == "1.2346,2.5000"  # -width 13: cells
+    # IoUs 1 and 10*10/(20*20) = .25 with the one anchor: 62.5 %
+    assert mean_best_iou_percent(np.array([[10.0, 10.0], [20.0, 20.0]]), np.array([[10.0, 10.0]])) == 62.5
+
+
+def test_write_yolo_anchors_sets_every_head_and_checks_num(tmp_path):
+    from pydarknet.anchors import write_yolo_anchors
+
+    cfg = tmp_path / "y.cfg"
+    cfg.write_text(YOLO_CFG)
+    assert write_yolo_anchors(cfg, "10,14, 20,30, 40,50, 60,70", 4) == 2
+    text = cfg.read_text()
+    assert text.count("anchors = 10,14, 20,30, 40,50, 60,70\n") == 1  # the spelling of the line kept
+    assert "[yolo]\nanchors=10,14, 20,30, 40,50, 60,70\nmask=0,1" in text  # added after the header
+    assert text.replace("anchors = 10,14, 20,30, 40,50, 60,70", "anchors = 1,1, 2,2, 3,3, 4,4").replace(
+        "anchors=10,14, 20,30, 40,50, 60,70\n", "") == YOLO_CFG
+    with pytest.raises(DarknetError, match="num=4 but 6 clusters") as err:
+        write_yolo_anchors(cfg, "1,1", 6)
+    assert err.value.line == 15  # the first head's num=
+
+
+def test_detector_calc_anchors_prints_alexeyabs_report_and_files(tmp_path, capsys, monkeypatch):
+    wh = planted(50, 0.05)
+    data, _ = make_dataset(tmp_path, wh)
+    label = tmp_path / "labels" / "0.txt"
+    label.write_text(label.read_text().replace("0 0.5", "1 0.5", 3))  # 3 boxes of class 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["detector", "calc_anchors", str(data), "-num_of_clusters", "4", "-width", "416", "-height",
+                 "320", "--seed", "3", "-show"]) == 0
+    out = capsys.readouterr().out
+    expected = kmeans_anchors(np.round(wh, 6), 4, seed=3)
+    px = expected.anchors * [416, 320]
+    line = ", ".join(f"{w:3.0f},{h:3.0f}" for w, h in px)
+    assert out.startswith("\n num_of_clusters = 4, width = 416, height = 320 \n read labels from 20 images \n")
+    assert "\ncounters_per_class = 197, 3\n" in out and out.endswith(f"\nanchors = {line}\n")
+    iou = float(re.search(r"avg IoU = (\d+\.\d\d) %", out).group(1))
+    assert iou == pytest.approx(expected.mean_iou * 100, abs=0.006)
+    assert (tmp_path / "anchors.txt").read_text() == line
+    assert (tmp_path / "counters_per_class.txt").read_text() == "counters_per_class = 197, 3"
+    cloud = cv2.imread(str(tmp_path / "cloud.png"))
+    corner = (int(np.float32(px[0, 0]) * np.float32(700 / 416)), int(np.float32(px[0, 1]) * np.float32(700 / 320)))
+    assert cloud.shape == (700, 700, 3) and (cloud[corner[1], 0] == 255).all()  # the smallest anchor's rectangle
+
+    cfg = tmp_path / "y.cfg"
+    cfg.write_text(YOLO_CFG)
+    # the plain calc_anchors on a [yolo] cfg is AlexeyAB's: pixels of the cfg's size, every head written
+    assert main(["calc_anchors", str(data), "-num_of_clusters", "4", "--seed", "3", "--write-cfg", str(cfg)]) == 0
+    assert "wrote anchors= into the 2 [yolo] sections" in capsys.readouterr().out
+    assert cfg.read_text().count(", ".join(f"{w:.0f},{h:.0f}" for w, h in px) + "\n") == 2  # unpadded
+    assert main(["detector", "calc_anchors", str(data), "-num_of_clusters", "4"]) == 2
+    assert "-width W -height H" in capsys.readouterr().err

@@ -59,6 +59,21 @@ def _add_train_options(p: argparse.ArgumentParser, label_policy_help: str) -> No
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_calc_anchors_options(p: argparse.ArgumentParser, default_clusters: int) -> None:
+    p.add_argument("data")
+    p.add_argument("-num_of_clusters", "--num-of-clusters", dest="num_of_clusters", type=int,
+                   default=default_clusters)
+    p.add_argument("-width", "--width", type=int, default=None, help="network input width (default: the cfg's)")
+    p.add_argument("-height", "--height", type=int, default=None, help="network input height (default: the cfg's)")
+    p.add_argument("--seed", type=int, default=0, help="k-means++ seed (default 0)")
+    p.add_argument("--write-cfg", default=None, metavar="CFG", help="a [region] cfg: set anchors= and num= of "
+                   "its last [region] (and the filters= before it if num changes), in grid cells; a [yolo] cfg: "
+                   "set anchors= of every [yolo], in pixels; in place")
+    p.add_argument("--plot", default=None, metavar="OUT.png", help="w/h scatter coloured by cluster")
+    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
+                   help="bad label lines: skip and count (default) or stop with the file:line")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pydarknet", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -116,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_cfg_weights(p)
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_recall")
+
+    p = det.add_parser("calc_anchors", help="AlexeyAB's k-means anchors in pixels: its report, anchors.txt, "
+                       "counters_per_class.txt")
+    _add_calc_anchors_options(p, default_clusters=5)
+    p.add_argument("-show", "--show", action="store_true", help="write cloud.png (AlexeyAB's anchor plot)")
+    p.set_defaults(func="pydarknet.cli.analysis:detector_calc_anchors")
 
     p = sub.add_parser("detect", help="short form: detect MODEL [IMAGE...] or CFG WEIGHTS IMAGE... "
                        "(names by class count)")
@@ -211,17 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func="pydarknet.cli.export:weights_info")
 
     p = sub.add_parser("calc_anchors", help="k-means (1 - IoU) anchors from the train= list's labels")
-    p.add_argument("data")
-    p.add_argument("-num_of_clusters", "--num-of-clusters", dest="num_of_clusters", type=int, default=5)
-    p.add_argument("-width", "--width", type=int, default=None, help="network input width (default: the cfg's)")
-    p.add_argument("-height", "--height", type=int, default=None, help="network input height (default: the cfg's)")
-    p.add_argument("--seed", type=int, default=0, help="k-means++ seed (default 0)")
-    p.add_argument("--write-cfg", default=None, metavar="CFG", help="set anchors= and num= of CFG's last "
-                   "[region] (and the filters= before it if num changes) in place; grid from CFG")
-    p.add_argument("--plot", default=None, metavar="OUT.png", help="w/h scatter coloured by cluster")
-    p.add_argument("--label-policy", choices=("skip", "stop"), default="skip",
-                   help="bad label lines: skip and count (default) or stop with the file:line")
-    p.set_defaults(func="pydarknet.cli.analysis:calc_anchors")
+    _add_calc_anchors_options(p, default_clusters=5)
+    p.set_defaults(show=False, func="pydarknet.cli.analysis:calc_anchors")
 
     p = sub.add_parser("wordtree", help="a class's path to the WordTree root (YOLO9000)")
     p.add_argument("name", help="synset id (n02084071), class index or name (dog)")

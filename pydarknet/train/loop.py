@@ -20,6 +20,7 @@ import pydarknet
 from pydarknet.data.datafile import DataOptions, read_data_file, resolve_path
 from pydarknet.data.dataset import DetectionDataset, ImageListDataset, SampleKey, collate
 from pydarknet.errors import DarknetError
+from pydarknet.netconfig import NetConfig
 from pydarknet.network import Darknet
 from pydarknet.train.distributed import DistInfo, init_from_env, shutdown
 from pydarknet.train.trainer import Trainer
@@ -74,9 +75,69 @@ def multiscale_size(rng: np.random.Generator, net_w: int, batch_num: int, max_ba
     return int(rng.integers(lo, hi + 1)) * 32
 
 
-def checkpoint_names(base: str, batch_num: int) -> list[str]:
-    """Darknet's schedule: `<cfg>.backup` every 100 updates, `<cfg>_<i>.weights` every 100 below
-    1000 and every 10000 after."""
+def alexeyab_multiscale_size(rng: np.random.Generator, init_w: int, init_h: int, random: float, resize_step: float,
+                             first: bool, batch_num: int, max_batches: int) -> tuple[int, int]:
+    """AlexeyAB's `random=` resize (train_detector, every 10 iterations): the network size times a factor in
+    [1/coef, coef] (coef 1.4 for random=1, else random), as `roundl(f*size/step + 1)*step`; a shrinking
+    factor never gives more than the cfg's size; the largest size for the first resize and the last 100
+    iterations; at least one step."""
+    coef = 1.4 if random == 1.0 else random
+    scale = float(np.float32(rng.uniform(*sorted((1.0, coef)))))
+    factor = scale if rng.integers(2) else float(np.float32(1.0 / scale))
+
+    def size(f: float, init: int) -> int:
+        # roundl: halves away from zero (the value is positive)
+        return int(math.floor(float(np.float32(np.float32(f) * np.float32(init) / np.float32(resize_step)
+                                                 + np.float32(1))) + 0.5) * resize_step)
+
+    w, h = size(factor, init_w), size(factor, init_h)
+    if factor < 1 and (w > init_w or h > init_h):
+        w, h = init_w, init_h
+    if first or batch_num > max_batches - 100:
+        w, h = size(coef, init_w), size(coef, init_h)
+    step = int(resize_step)
+    return max(w, step), max(h, step)
+
+
+EMA_SUFFIX = "_ema.weights"
+# AlexeyAB [net] options whose training behaviour pydarknet does not reproduce (tracking, contrastive and
+# adversarial training, bad-label rejection, ...): a cfg that sets them gets a warning.
+NOT_TRAINED = ("track", "contrastive", "unsupervised", "adversarial_lr", "dynamic_minibatch", "weights_reject_freq",
+               "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "equidistant_point",
+               "try_fix_nan", "attention", "adam")
+
+
+def alexeyab_save_every(max_batches: int, options: DataOptions) -> tuple[int, int]:
+    """(saveweights, savelast) of the .data file, AlexeyAB's defaults: `<cfg>_<i>.weights` every 1000
+    iterations (10000 from max_batches=10000 on), `<cfg>_last.weights` every 100."""
+    every = []
+    for key, default in (("saveweights", 1000 if max_batches < 10000 else 10000), ("savelast", 100)):
+        try:
+            value = int(options.get(key, default))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise DarknetError(f"{key}={options[key]} must be a positive integer", options.path,
+                               options.lines.get(key))
+        every.append(value)
+    return every[0], every[1]
+
+
+def checkpoint_names(base: str, batch_num: int, dialect: str = "pjreddie", every: int = 1000,
+                     last_every: int = 100, ema: bool = False) -> list[str]:
+    """The weights files Darknet writes after update `batch_num`.
+
+    pjreddie: `<cfg>.backup` every 100 updates, `<cfg>_<i>.weights` every 100 below 1000 and every 10000
+    after. AlexeyAB: `<cfg>_<i>.weights` every `every`, and `<cfg>_last.weights` (with ema_alpha also
+    `<cfg>_ema.weights`, the averaged weights) every `last_every` if that is more often; its counters
+    start at the resumed iteration, which gives the same iterations as these multiples."""
+    if dialect == "alexeyab":
+        names = [f"{base}_{batch_num}.weights"] if batch_num % every == 0 else []
+        if every > last_every and batch_num % last_every == 0:
+            names.append(f"{base}_last.weights")
+            if ema:
+                names.append(f"{base}{EMA_SUFFIX}")
+        return names
     names = []
     if batch_num % 100 == 0:
         names.append(f"{base}.backup")
@@ -162,12 +223,15 @@ LogLine = Callable[[int, int, float, float, float, float], str]
 
 def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions, *, max_batches: int | None,
                  checkpoints: Callable[[int, int], list[str]], final_name: str, log_line: LogLine,
-                 before_batch: Callable[[int, int], None] | None = None) -> Path:
+                 before_batch: Callable[[int, int], None] | None = None,
+                 after_batch: Callable[[int, float], None] | None = None) -> Path:
     """Darknet's training loop over `dataset` until `max_batches` updates (None: until --minutes or a kill):
     global random batches on every rank, DDP, the progress bar, NaN stop, checkpoints written atomically
-    by rank 0 under the names `checkpoints(batch_num, seen)` gives after each iteration, `final_name` at the
-    end. `log_line(batch_num, seen, loss, avg_loss, rate, seconds)` is Darknet's per-iteration line;
-    `before_batch(count, batch_num)` runs before each iteration's data is drawn (multi-scale)."""
+    by rank 0 under the names `checkpoints(batch_num, seen)` gives after each iteration (a `*_ema.weights`
+    holds the EMA of the weights, once there is one), `final_name` at the end.
+    `log_line(batch_num, seen, loss, avg_loss, rate, seconds)` is Darknet's per-iteration line;
+    `before_batch(count, batch_num)` runs before each iteration's data is drawn (multi-scale),
+    `after_batch(batch_num, avg_loss)` after each iteration on rank 0 (the chart)."""
     net, info, device, backup = session.net, session.info, session.device, session.backup
     cfg = net.config
     sampler = GlobalBatchSampler(dataset, cfg.batch, cfg.subdivisions, info, opts.seed)
@@ -214,7 +278,9 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
                                 img_s=f"{imgs / max(time.time() - t0, 1e-9):.1f}",
                                 data=f"{waited / max(time.time() - start, 1e-9):.0%}", refresh=False)
                 for name in checkpoints(i, net.seen):
-                    net.save_weights(backup / name)
+                    _save_checkpoint(trainer, backup / name)
+                if after_batch is not None:
+                    after_batch(i, avg_loss)
     finally:
         bar.close()
     elapsed = time.time() - start
@@ -231,6 +297,16 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
         print(f"{count} iterations, {count * imgs} images in {elapsed:.1f} s: {count * imgs / elapsed:.1f} "
               f"images/s, waiting on data {waited / elapsed:.1%} of the time", file=sys.stderr)
     return final
+
+
+def _save_checkpoint(trainer: Trainer, path: Path) -> None:
+    """Write the network's weights; an EMA file only once the EMA exists (is_ema_initialized)."""
+    if not path.name.endswith(EMA_SUFFIX):
+        trainer.net.save_weights(path)
+        return
+    if trainer.alexeyab is not None and trainer.alexeyab.ema is not None:
+        with trainer.alexeyab.ema_swapped():
+            trainer.net.save_weights(path)
 
 
 def train_detector(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None = None,
@@ -258,10 +334,59 @@ def _detection_dataset(session: Session, data_file: str | Path, opts: TrainOptio
                             **common)
 
 
+def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
+    """AlexeyAB's train_detector: its data pipeline, `random=` resizing, checkpoint names, chart and line."""
+    from pydarknet.data.alexeyab_dataset import AlexeyABDetectionDataset, head_train_options
+    from pydarknet.train.chart import TrainChart
+
+    net, cfg = session.net, session.net.config
+    head = head_train_options(net.sections)
+    ignored = [key for key in NOT_TRAINED if getattr(cfg, key) != getattr(NetConfig(1, 1, 1, 1, 1), key)]
+    if ignored and session.info.is_main:
+        warnings.warn(f"{session.cfg_file}: {', '.join(ignored)} set in [net]: not implemented by pydarknet's "
+                      f"training, ignored", stacklevel=2)
+    max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
+    dataset = AlexeyABDetectionDataset.from_config(session.train_list, cfg, head, session.cfg_file,
+                                                   opts.label_policy, opts.seed)
+    base = session.cfg_file.stem
+    every, last_every = alexeyab_save_every(cfg.max_batches, session.options)
+    size_rng = np.random.default_rng(opts.seed + 1)  # identical on every rank: same sizes everywhere
+
+    def multiscale(count: int, batch_num: int) -> None:
+        if head.random and count % 10 == 0:
+            dataset.set_size(*alexeyab_multiscale_size(size_rng, cfg.width, cfg.height, head.random,
+                                                       cfg.resize_step, count == 0, batch_num, max_batches))
+
+    chart = TrainChart(max_batches, cfg.max_chart_loss)
+    # train_detector's avg_time: a slow moving average of the hours left at the last iteration's pace
+    clock = {"last": time.time(), "hours": -1.0}
+
+    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float) -> str:
+        return (f" {i}: {loss:f}, {avg:f} avg loss, {rate:f} rate, {seconds:f} seconds, {i * cfg.full_batch} "
+                f"images, {max(clock['hours'], 0.0):f} hours left")
+
+    def draw(i: int, avg_loss: float) -> None:
+        now = time.time()
+        left = (max_batches - i) * (now - clock["last"]) / 3600
+        clock["last"] = now
+        clock["hours"] = left if clock["hours"] < 0 else 0.01 * left + 0.99 * clock["hours"]
+        chart.add(i, avg_loss, hours_left=clock["hours"])
+        if chart.due(i):
+            chart.save(session.backup / f"chart_{base}.png")
+
+    return run_training(session, dataset, opts, max_batches=max_batches,
+                        checkpoints=lambda i, seen: checkpoint_names(base, i, "alexeyab", every, last_every,
+                                                                     ema=bool(cfg.ema_alpha)),
+                        final_name=f"{base}_final.weights", log_line=log_line, before_batch=multiscale,
+                        after_batch=draw)
+
+
 def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions) -> Path:
     net = session.net
     if not net.heads:
         raise DarknetError("detector train needs a detection layer ([region] or [yolo])", session.cfg_file)
+    if net.dialect == "alexeyab":
+        return _train_alexeyab_detector(session, opts)
     region = net.heads[-1][1]  # Darknet takes jitter, random, max from the last detection layer
     cfg = net.config
     max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches

@@ -1,4 +1,4 @@
-"""Darknet's `get_current_rate`: learning-rate policies of [net], with burn_in."""
+"""Darknet's `get_current_rate`: learning-rate policies of [net], with burn_in; AlexeyAB's adds sgdr."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ def learning_rate(cfg: NetConfig, batch_num: int, rng_uniform: float | None = No
         return lr * math.pow(1 - batch_num / cfg.max_batches, cfg.power)
     if cfg.policy == "sigmoid":
         return lr * (1.0 / (1.0 + math.exp(cfg.gamma * (batch_num - cfg.step))))
+    if cfg.policy == "sgdr":
+        return sgdr_rate(cfg, batch_num)
     # "random": Darknet draws a new uniform number per call.
     u = rng_uniform if rng_uniform is not None else 0.5
     return lr * math.pow(u, cfg.power)
+
+
+def sgdr_rate(cfg: NetConfig, batch_num: int) -> float:
+    """AlexeyAB's SGDR: cosine from learning_rate down to learning_rate_min over each cycle, restarting at
+    the cycle's end; the first cycle has sgdr_cycle batches, each later one sgdr_mult times more. A batch
+    on a cycle boundary still belongs to the ending cycle (its rate is learning_rate_min)."""
+    start, cycle = 0, cfg.sgdr_cycle
+    while start + cycle < batch_num:
+        start += cycle
+        cycle *= cfg.sgdr_mult
+    # Darknet's constant 3.14159265, not math.pi.
+    cosine = 1.0 + math.cos(float(batch_num - start) * 3.14159265 / cycle)
+    return cfg.learning_rate_min + 0.5 * (cfg.learning_rate - cfg.learning_rate_min) * cosine

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from pydarknet.errors import DarknetError
+from pydarknet.train.alexeyab_update import AlexeyABUpdate
 from pydarknet.train.schedule import learning_rate
 
 
@@ -46,6 +47,8 @@ class Trainer:
         self.decay_mask = [id(p) in decayed for p in self.params]
         self.last_stats: dict = {}
         self.last_lr = 0.0
+        # The [yolo] family updates as AlexeyAB's Darknet does (loss_scale, [shortcut] weights, EMA).
+        self.alexeyab = AlexeyABUpdate(net, self.params) if self.cfg.dialect == "alexeyab" else None
 
     @property
     def batch_num(self) -> int:
@@ -123,6 +126,9 @@ class Trainer:
     def update(self) -> None:
         lr = self.learning_rate()
         self.last_lr = lr
+        if self.alexeyab is not None:
+            self.alexeyab(self.updates, lr, self.batch_num)
+            return
         batch = self.cfg.full_batch
         for p, u, decay in zip(self.params, self.updates, self.decay_mask):
             if p.grad is not None:

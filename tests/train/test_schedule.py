@@ -47,3 +47,25 @@ def test_multiscale_sizes_are_darknets_for_416():
     sizes = {multiscale_size(rng, 416, 0, 10000) for _ in range(500)}
     assert sizes == set(range(320, 609, 32))
     assert multiscale_size(rng, 416, 9900, 10000) == 608  # the last 200 batches
+
+
+def sgdr(**kw) -> NetConfig:
+    return cfg(policy="sgdr", learning_rate=0.01, learning_rate_min=0.0001, sgdr_cycle=100, sgdr_mult=2, **kw)
+
+
+def sgdr_by_hand(start: int, cycle: int, batch_num: int) -> float:
+    # AlexeyAB's get_current_rate, SGDR case, with its constant 3.14159265
+    return 0.0001 + 0.5 * (0.01 - 0.0001) * (1 + math.cos((batch_num - start) * 3.14159265 / cycle))
+
+
+@pytest.mark.parametrize(("batch_num", "start", "cycle"), [
+    (0, 0, 100), (50, 0, 100), (100, 0, 100), (101, 100, 200), (300, 100, 200), (301, 300, 400), (700, 300, 400),
+])
+def test_sgdr_cycles_grow_by_sgdr_mult(batch_num, start, cycle):
+    assert learning_rate(sgdr(), batch_num) == pytest.approx(sgdr_by_hand(start, cycle, batch_num), rel=1e-12)
+
+
+def test_sgdr_restarts_high_and_ends_each_cycle_at_learning_rate_min():
+    assert learning_rate(sgdr(), 100) == pytest.approx(0.0001, rel=1e-9)
+    assert learning_rate(sgdr(), 101) > 0.0099
+    assert learning_rate(sgdr(burn_in=200), 100) == pytest.approx(0.01 * 0.5 ** 4)  # burn_in comes first
