@@ -14,18 +14,25 @@ import pydarknet
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 NETS = ["mini_voc", "mini_tiny", "mini_9k", "mini_cls"]
+# AlexeyAB's Darknet's numbers for the [yolo] family (a copy of shared/fixtures_yolo; see its README)
+YOLO_FIXTURES = FIXTURES / "yolo"
+YOLO_NETS = ["mini_v3", "mini_v4tiny", "mini_v4", "mini_v7", "mini_attn"]
 
 
 def infer_dirs(nets: list[str] = NETS) -> list[Path]:
     return sorted(d for net in nets for d in (FIXTURES / net).glob("infer_*"))
 
 
+def yolo_infer_dirs(nets: list[str] = YOLO_NETS) -> list[Path]:
+    return sorted(d for net in nets for d in (YOLO_FIXTURES / net).glob("infer_*"))
+
+
 def cfg_for(infer_dir: Path) -> Path:
     """The fixture cfg whose input size matches this infer dir."""
     meta = json.loads((infer_dir / "layers.json").read_text())
     for cfg in sorted(infer_dir.parent.glob("net*.cfg")):
-        text = cfg.read_text()
-        if f"width={meta['net_w']}\n" in text and f"height={meta['net_h']}\n" in text:
+        lines = cfg.read_text().splitlines()
+        if f"width={meta['net_w']}" in lines and f"height={meta['net_h']}" in lines:
             return cfg
     raise AssertionError(f"no cfg for {infer_dir}")
 

@@ -14,7 +14,8 @@ from pydarknet.layers.registry import Built, Context, Shape, register
 
 
 class ConnectedLayer(nn.Module):
-    def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str) -> None:
+    def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str,
+                 dialect: str = "pjreddie") -> None:
         super().__init__()
         self.fc = nn.Linear(inputs, outputs, bias=not batch_normalize)
         # Darknet's initialisation: weights U(-1, 1) * sqrt(2 / inputs), biases 0.
@@ -22,7 +23,7 @@ class ConnectedLayer(nn.Module):
             self.fc.weight.uniform_(-1.0, 1.0).mul_(math.sqrt(2.0 / inputs))
             if self.fc.bias is not None:
                 self.fc.bias.zero_()
-        self.bn = DarknetBatchNorm(outputs) if batch_normalize else None
+        self.bn = DarknetBatchNorm(outputs, dialect) if batch_normalize else None
         self.act = Activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -42,8 +43,9 @@ class ConnectedLayer(nn.Module):
 def build_connected(sec: Section, ctx: Context) -> Built:
     inputs = ctx.in_shape.size
     outputs = sec.positive_int("output", 1)
-    activation = activation_option(sec)
+    activation = activation_option(sec, "logistic", ctx.dialect)
     bn = bool(sec.get_int("batch_normalize", 0))
     summary = f"connected                            {inputs:4d}  ->  {outputs:4d}"
-    return Built(ConnectedLayer(inputs, outputs, bn, activation), Shape(outputs, 1, 1), summary,
-                 2 * inputs * outputs)
+    flops = 0 if ctx.dialect == "alexeyab" else 2 * inputs * outputs  # AlexeyAB counts no BFLOPs for it
+    return Built(ConnectedLayer(inputs, outputs, bn, activation, ctx.dialect), Shape(outputs, 1, 1), summary,
+                 flops)

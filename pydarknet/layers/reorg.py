@@ -52,6 +52,7 @@ def build_reorg(sec: Section, ctx: Context) -> Built:
             # reorg_cpu reads the input as (C/s², H*s, W*s): C must split evenly.
             raise sec.error(f"input channels ({c}) are not divisible by stride² ({s * s})", "stride")
         out = Shape(c * s * s, h // s, w // s)
-    summary = (f"reorg              / {s}  {w:4d} x{h:4d} x{c:4d}   ->  "
-               f"{out.w:4d} x{out.h:4d} x{out.c:4d}")
+    # AlexeyAB's Darknet runs [reorg] as its reorg_old layer (pjreddie's semantics), and names it so
+    name = f"reorg_old              /{s:2d}" if ctx.dialect == "alexeyab" else f"reorg              / {s}"
+    summary = f"{name}  {w:4d} x{h:4d} x{c:4d}   ->  {out.w:4d} x{out.h:4d} x{out.c:4d}"
     return Built(ReorgLayer(s, reverse), out, summary)
