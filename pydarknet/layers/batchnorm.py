@@ -21,6 +21,8 @@ from pydarknet.layers.activations import compile_expression
 # codegen both use these): pjreddie adds its epsilon to sqrt(var), AlexeyAB (`normalize_cpu`) to var.
 STD_CODE = {"pjreddie": "{var}.sqrt() + 1e-06", "alexeyab": "torch.sqrt({var} + 1e-05)"}
 _STD = {dialect: compile_expression(code.format(var="var"), "var") for dialect, code in STD_CODE.items()}
+# (keep, add): rolling statistics = keep * rolling + add * batch statistics, Darknet's constants.
+ROLLING = {"pjreddie": (0.99, 0.01), "alexeyab": (0.9, 0.1)}
 BACKWARD_EPS = 1e-5  # added to var in Darknet's backward (both)
 
 
@@ -127,8 +129,9 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
         centred = x - mean.view(shape)
         var = _global_sum(_channel_sum(centred * centred)) / (n - 1)
         # Darknet updates the rolling statistics inside the forward pass.
-        running_mean.mul_(0.99).add_(0.01 * mean)
-        running_var.mul_(0.99).add_(0.01 * var)
+        keep, add = ROLLING[dialect]
+        running_mean.mul_(keep).add_(add * mean)
+        running_var.mul_(keep).add_(add * var)
         inv_std = 1.0 / _STD[dialect](var)
         ctx.n = n
         ctx.save_for_backward(centred, inv_std, var, scale)
