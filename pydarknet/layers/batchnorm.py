@@ -21,6 +21,20 @@ from pydarknet.layers.activations import compile_expression
 # codegen both use these): pjreddie adds its epsilon to sqrt(var), AlexeyAB (`normalize_cpu`) to var.
 STD_CODE = {"pjreddie": "{var}.sqrt() + 1e-06", "alexeyab": "torch.sqrt({var} + 1e-05)"}
 _STD = {dialect: compile_expression(code.format(var="var"), "var") for dialect, code in STD_CODE.items()}
+
+
+def batchnorm_source(dialect: str) -> str:
+    """The inference BatchNorm as the method `pydarknet codegen` writes: DarknetBatchNorm's eval ops."""
+    return f'''
+    @staticmethod
+    def batchnorm(x: Tensor, scale: Tensor, bias: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+        """Darknet's ({dialect}) inference batchnorm."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        std = {STD_CODE[dialect].format(var="var")}
+        return (x - mean.view(shape)) / std.view(shape) * scale.view(shape) + bias.view(shape)
+'''
+
+
 # (keep, add): rolling statistics = keep * rolling + add * batch statistics, Darknet's constants.
 ROLLING = {"pjreddie": (0.99, 0.01), "alexeyab": (0.9, 0.1)}
 BACKWARD_EPS = 1e-5  # added to var in Darknet's backward (both)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,9 @@ from pydarknet.cfg import Section
 from pydarknet.layers.activations import Activation, activation_option
 from pydarknet.layers.batchnorm import DarknetBatchNorm
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 class ConnectedLayer(nn.Module):
@@ -31,6 +35,16 @@ class ConnectedLayer(nn.Module):
         if self.bn is not None:
             y = self.bn(y)
         return self.act(y).view(y.shape[0], -1, 1, 1)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        fc = self.fc
+        keys = {"weight": f"layers.{i}.fc.weight"} | ({"bias": f"layers.{i}.fc.bias"} if fc.bias is not None else {})
+        gen.submodule(f"fc{i}", f"nn.Linear({fc.in_features}, {fc.out_features}, bias={fc.bias is not None})", keys)
+        gen.line(f"x = self.fc{i}({inp}.flatten(1))")
+        if self.bn is not None:
+            gen.batchnorm(i, fc.out_features, self.bn.dialect)
+        gen.activation("x", self.act.name)
+        gen.line(f"{out} = x.view(x.shape[0], -1, 1, 1)")
 
     def darknet_params(self) -> list[Tensor]:
         # Darknet order: biases, weights (outputs x inputs), then scales, mean, variance.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from pydarknet.cfg import Section
 from pydarknet.layers.activations import Activation, activation_option
 from pydarknet.layers.batchnorm import DarknetBatchNorm, batch_lane_sum, darknet_order
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 class _DarknetOrderConv(torch.autograd.Function):
@@ -72,6 +76,18 @@ class ConvLayer(nn.Module):
             return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var,
                     self.conv.weight]
         return [self.conv.bias, self.conv.weight]
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        c = self.conv
+        stride = c.stride[0] if c.stride[0] == c.stride[1] else tuple(c.stride)
+        groups = f", groups={c.groups}" if c.groups != 1 else ""
+        keys = {"weight": f"layers.{i}.conv.weight"} | ({"bias": f"layers.{i}.conv.bias"} if c.bias is not None else {})
+        gen.submodule(f"conv{i}", f"nn.Conv2d({c.in_channels}, {c.out_channels}, {c.kernel_size[0]}, {stride}, "
+                      f"{c.padding[0]}{groups}, bias={c.bias is not None})", keys)
+        gen.line(f"x = self.conv{i}({inp})")
+        if self.bn is not None:
+            gen.batchnorm(i, c.out_channels, self.bn.dialect)
+        gen.activation(out, self.act.name)
 
     @torch.no_grad()
     def folded(self) -> tuple[Tensor, Tensor]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
 
@@ -20,6 +25,14 @@ class DropoutLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Darknet scales kept units by 1/(1-p) in training and passes through at inference.
         return F.dropout(x, self.p, self.training)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        emit_identity(gen, inp, out)
+
+
+def emit_identity(gen: SourceWriter, inp: str, out: str) -> None:
+    gen.body[-1] += " (identity at inference)"
+    gen.emit(out, inp)
 
 
 @register("dropout")
@@ -48,6 +61,9 @@ class CostLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x
 
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        emit_identity(gen, inp, out)
+
 
 @register("cost")
 def build_cost(sec: Section, ctx: Context) -> Built:
@@ -72,6 +88,11 @@ class UpsampleLayer(nn.Module):
         y = x.repeat_interleave(self.stride, dim=2).repeat_interleave(self.stride, dim=3)
         return y * self.scale if self.scale != 1 else y
 
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        s = self.stride
+        scale = "" if self.scale == 1 else f" * {self.scale!r}"
+        gen.emit(out, f"{inp}.repeat_interleave({s}, dim=2).repeat_interleave({s}, dim=3){scale}")
+
 
 class DownsampleLayer(nn.Module):
     """A negative stride: upsample_cpu run backwards, each output the SUM of its stride x stride block times
@@ -86,6 +107,12 @@ class DownsampleLayer(nn.Module):
         s = self.stride
         y = (x * self.scale if self.scale != 1 else x).reshape(b, c, h // s, s, w // s, s)
         return y.sum(dim=(3, 5))
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        s = self.stride
+        scaled = inp if self.scale == 1 else f"({inp} * {self.scale!r})"
+        gen.line(f"b, c, h, w = {inp}.shape")
+        gen.emit(out, f"{scaled}.reshape(b, c, h // {s}, {s}, w // {s}, {s}).sum(dim=(3, 5))")
 
 
 @register("upsample")

@@ -3,12 +3,17 @@ and [avgpool] (global average)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
 from pydarknet.layers.conv import alexeyab_bflops
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 class MaxPoolLayer(nn.Module):
@@ -25,22 +30,34 @@ class MaxPoolLayer(nn.Module):
             x = F.pad(x, self.pads, value=float("-inf"))
         return F.max_pool2d(x, self.size, (self.stride_y, self.stride))
 
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        if any(self.pads):  # -inf padding: outside cells never win, as Darknet's -FLT_MAX
+            inp = f'F.pad({inp}, {tuple(self.pads)}, value=float("-inf"))'
+        gen.emit(out, f"F.max_pool2d({inp}, {self.size}, {(self.stride_y, self.stride)})")
+
 
 class DepthMaxPoolLayer(nn.Module):
     """AlexeyAB's maxpool_depth=1: output channel g is the max over input channels g, g+out_c, g+2*out_c, ...
     at each position (no spatial pooling)."""
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.out_channels = out_channels
+        self.rows = -(-in_channels // out_channels)
+        # the last row of channel groups may be short: padded with -inf, which never wins
+        self.missing = self.rows * out_channels - in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        k = self.out_channels
-        rows = -(-c // k)
-        if rows * k != c:  # the last row of channel groups is short: pad it with -inf, which never wins
-            x = F.pad(x, (0, 0, 0, 0, 0, rows * k - c), value=float("-inf"))
-        return x.reshape(b, rows, k, h, w).amax(1)
+        b, _, h, w = x.shape
+        if self.missing:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.missing), value=float("-inf"))
+        return x.reshape(b, self.rows, self.out_channels, h, w).amax(1)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        gen.line(f"b, _, h, w = {inp}.shape")
+        if self.missing:
+            inp = f'F.pad({inp}, (0, 0, 0, 0, 0, {self.missing}), value=float("-inf"))'
+        gen.emit(out, f"{inp}.reshape(b, {self.rows}, {self.out_channels}, h, w).amax(1)")
 
 
 def _strides(sec: Section, dialect: str) -> tuple[int, int]:
@@ -59,7 +76,7 @@ def _depth_maxpool(sec: Section, ctx: Context, size: int, stride: int) -> Built:
     flops = size * size * c * h * w
     summary = (f"max-depth         {size:2d}x{size:2d}/{stride:2d}   {w:4d} x{h:4d} x{c:4d} -> "
                f"{w:4d} x{h:4d} x{out_c:4d} {alexeyab_bflops(flops):5.3f} BF")
-    return Built(DepthMaxPoolLayer(out_c), Shape(out_c, h, w), summary, flops)
+    return Built(DepthMaxPoolLayer(c, out_c), Shape(out_c, h, w), summary, flops)
 
 
 @register("maxpool")
@@ -98,6 +115,9 @@ def build_maxpool(sec: Section, ctx: Context) -> Built:
 class AvgPoolLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x.mean(dim=(2, 3), keepdim=True)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        gen.emit(out, f"{inp}.mean(dim=(2, 3), keepdim=True)")
 
 
 @register("avgpool")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from pydarknet.cfg import Section
 from pydarknet.errors import DarknetError
 from pydarknet.layers.registry import Built, Context, register
 from pydarknet.paths import resolve_path
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 T = TypeVar("T")
 
@@ -75,6 +78,27 @@ class RegionLayer(nn.Module):
 
         p = self.params
         return region_activate(x, p.n, p.coords, p.classes, p.softmax, self.tree, p.background)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        """region_activate's ops written out (see pydarknet.region.activation)."""
+        p = self.params
+        entries = p.coords + 1 + p.classes
+        gen.line(f"b, _, h, w = {inp}.shape")
+        gen.line(f"v = {inp}.reshape(b, {p.n}, {entries}, h * w)  # per anchor: x, y, w, h, objectness, "
+                 f"{p.classes} classes")
+        gen.line("xy = torch.sigmoid(v[:, :, :2])")
+        if p.softmax and p.background and self.tree is None:  # one softmax over objectness and classes
+            gen.line("obj_cls = torch.softmax(v[:, :, 4:], dim=2)")
+            gen.emit(out, f"torch.cat([xy, v[:, :, 2:4], obj_cls], 2).reshape(b, {p.n * entries}, h, w)")
+            return
+        gen.line("obj = v[:, :, 4:5]" if p.background else "obj = torch.sigmoid(v[:, :, 4:5])")
+        if self.tree is not None:
+            gen.line(f"cls = self.tree_softmax(v[:, :, 5:], {gen.tree(i, self.tree)}, 2)")
+        elif p.softmax:
+            gen.line("cls = torch.softmax(v[:, :, 5:], dim=2)")
+        else:
+            gen.line("cls = torch.sigmoid(v[:, :, 5:])")
+        gen.emit(out, f"torch.cat([xy, v[:, :, 2:4], obj, cls], 2).reshape(b, {p.n * entries}, h, w)")
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and torch.is_grad_enabled()):

@@ -3,13 +3,18 @@ outputs; AlexeyAB's form takes several, optionally weighted)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
-from pydarknet.layers.activations import Activation, activation_option
+from pydarknet.layers.activations import Activation, activation_option, compile_expression
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 def resolve_index(sec: Section, ctx: Context, raw: int, key: str) -> int:
@@ -34,6 +39,12 @@ class RouteLayer(nn.Module):
         if self.groups > 1:
             picked = [t.chunk(self.groups, dim=1)[self.group_id] for t in picked]
         return picked[0] if len(picked) == 1 else torch.cat(picked, dim=1)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        names = [f"x{s}" for s in self.sources]
+        if self.groups > 1:
+            names = [f"{n}.chunk({self.groups}, dim=1)[{self.group_id}]" for n in names]
+        gen.emit(out, names[0] if len(names) == 1 else f"torch.cat([{', '.join(names)}], 1)")
 
 
 def _route_summary(dialect: str, sources: list[int], groups: int, group_id: int, out: Shape) -> str:
@@ -97,9 +108,37 @@ class ShortcutLayer(nn.Module):
         out[:, : self.minc, :: self.sample, :: self.sample][:, :, :h, :w].add_(self.beta * add[:, :, :h, :w])
         return self.act(out)
 
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        src = f"x{self.sources[0]}"
+        alpha = "" if self.alpha == 1 else f" * {self.alpha!r}"
+        beta = "" if self.beta == 1 else f"{self.beta!r} * "
+        same_channels = gen.net.shapes[i].c == gen.net.shapes[self.sources[0]].c == self.minc
+        if self.stride == self.sample == 1 and same_channels:
+            gen.line(f"x = {inp}{alpha} + {beta}{src}")
+        else:  # shortcut_cpu: stride through the bigger map, add into the common channels
+            m, st, sa = self.minc, self.stride, self.sample
+            every = {s: f", ::{s}, ::{s}" if s > 1 else "" for s in (st, sa)}
+            fit = {d: f"(x.shape[{d}] + {sa - 1}) // {sa}" if sa > 1 else f"x.shape[{d}]" for d in (2, 3)}
+            gen.line(f"add = {src}[:, :{m}{every[st]}]")
+            gen.line(f"x = {inp}.clone()" if self.alpha == 1 else f"x = {inp} * {self.alpha!r}")
+            gen.line(f"h, w = min(add.shape[2], {fit[2]}), min(add.shape[3], {fit[3]})")
+            gen.line(f"x[:, :{m}{every[sa]}][:, :, :h, :w].add_({beta}add[:, :, :h, :w])")
+        gen.activation(out, self.act.name)
+
 
 WEIGHTS_TYPES = {"none": 0, "per_feature": 1, "per_layer": 1, "per_channel": 2}  # AlexeyAB's enum values
 NORMALIZATIONS = {"none": 0, "relu": 1, "avg_relu": 1, "softmax": 2}
+# The shortcut weights' normalization across the inputs (dim 0) as torch expressions of `{w}`, made into the
+# runtime's code here and written out by codegen: the numerator per normalization and mode, then the division.
+NORMALIZE_CODE = {
+    (1, "train"): "torch.relu({w})",
+    (1, "eval"): "torch.clamp({w}, min=0.001)",  # fuse_conv_batchnorm's lrelu
+    (2, "train"): "torch.exp({w} - {w}.amax(0, keepdim=True))",
+    (2, "eval"): "torch.exp({w} - {w}.amax(0, keepdim=True))",
+}
+DIVIDE_CODE = "{w} / ({w}.sum(0, keepdim=True) + 0.0001)"
+_NORMALIZE = {key: compile_expression(code.format(w="w"), "w") for key, code in NORMALIZE_CODE.items()}
+_DIVIDE = compile_expression(DIVIDE_CODE.format(w="w"), "w")
 
 
 class MultiShortcutLayer(nn.Module):
@@ -117,7 +156,7 @@ class MultiShortcutLayer(nn.Module):
     def __init__(self, sources: list[int], source_channels: list[int], channels: int, weights_type: str,
                  normalization: str, activation: str) -> None:
         super().__init__()
-        self.sources = sources
+        self.sources, self.channels = sources, channels
         self.add_channels = [min(c, channels) for c in source_channels]
         self.weights_type, self.normalization = weights_type, normalization
         self.weights = None
@@ -126,16 +165,15 @@ class MultiShortcutLayer(nn.Module):
             self.weights = nn.Parameter(torch.ones(len(sources) + 1, step))  # Darknet's initial weights
         self.act = Activation(activation)
 
+    def _normalization(self) -> tuple[int, str]:
+        return NORMALIZATIONS[self.normalization], "train" if self.training else "eval"
+
     def normalized_weights(self) -> Tensor | None:
         """(inputs, 1 or channels) factors, normalized across the inputs as the current mode computes them."""
         w = self.weights
         if w is None or NORMALIZATIONS[self.normalization] == 0:
             return w
-        if NORMALIZATIONS[self.normalization] == 1:
-            w = torch.clamp(w, min=0.001) if not self.training else torch.relu(w)
-        else:
-            w = torch.exp(w - w.amax(0, keepdim=True))
-        return w / (w.sum(0, keepdim=True) + 0.0001)
+        return _DIVIDE(_NORMALIZE[self._normalization()](w))
 
     def forward(self, x: Tensor, outputs: list[Tensor]) -> Tensor:
         w = self.normalized_weights()
@@ -144,8 +182,27 @@ class MultiShortcutLayer(nn.Module):
             add = outputs[source][:, :k]
             if w is not None:
                 add = add * w[i + 1, :k].view(1, -1, 1, 1)
-            out = out + add if k == out.shape[1] else torch.cat([out[:, :k] + add, out[:, k:]], 1)
+            out = out + add if k == self.channels else torch.cat([out[:, :k] + add, out[:, k:]], 1)
         return self.act(out)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        """The eval-mode forward (the normalization AlexeyAB's detector folds)."""
+        w = None
+        if self.weights is not None:
+            name = f"self.shortcut{i}_weights"
+            gen.param(name[5:], f"layers.{i}.weights", f"torch.ones{tuple(self.weights.shape)}")
+            w = name
+            if NORMALIZATIONS[self.normalization]:
+                gen.line(f"sw = {NORMALIZE_CODE[NORMALIZATIONS[self.normalization], 'eval'].format(w=name)}")
+                gen.line(f"sw = {DIVIDE_CODE.format(w='sw')}")
+                w = "sw"
+        gen.line(f"x = {inp}" if w is None else f"x = {inp} * {w}[0].view(1, -1, 1, 1)")
+        for j, (source, k) in enumerate(zip(self.sources, self.add_channels)):
+            add = f"x{source}[:, :{k}]"
+            if w is not None:
+                add = f"{add} * {w}[{j + 1}, :{k}].view(1, -1, 1, 1)"
+            gen.line(f"x = x + {add}" if k == self.channels else f"x = torch.cat([x[:, :{k}] + {add}, x[:, {k}:]], 1)")
+        gen.activation(out, self.act.name)
 
     def darknet_params(self) -> list[Tensor]:
         return [] if self.weights is None else [self.weights]

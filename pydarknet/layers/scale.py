@@ -3,12 +3,17 @@ per-channel or per-position factor, squeeze-and-excitation) and [sam] (elementwi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
 from pydarknet.layers.activations import Activation, activation_option
 from pydarknet.layers.registry import Built, Context, register
 from pydarknet.layers.route import resolve_index
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 class ScaleLayer(nn.Module):
@@ -24,6 +29,10 @@ class ScaleLayer(nn.Module):
 
     def forward(self, x: Tensor, outputs: list[Tensor]) -> Tensor:
         return self.act(outputs[self.sources[0]] * x)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        gen.line(f"x = x{self.sources[0]} * {inp}")
+        gen.activation(out, self.act.name)
 
 
 def _build(sec: Section, ctx: Context) -> tuple[int, str]:

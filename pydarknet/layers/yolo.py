@@ -5,6 +5,7 @@ delta belong to the detection head, which reads `params`, the `biases` (anchors 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from pydarknet.cfg import Section
 from pydarknet.errors import DarknetError
 from pydarknet.layers.registry import Built, Context, register
 from pydarknet.paths import resolve_path
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 FLT_MAX = float(np.finfo(np.float32).max)
 # AlexeyAB's enums, in their order (the numbers are what Darknet prints).
@@ -93,6 +97,18 @@ class YoloLayer(nn.Module):
         if self.xy_scale != 1:
             xy = xy * self.xy_scale + self.xy_offset
         return torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        p = self.params
+        gen.line(f"b, c, h, w = {inp}.shape")
+        gen.line(f"v = {inp}.reshape(b, {p.n}, {5 + p.classes}, h, w)  # per anchor: x, y, w, h, objectness, "
+                 f"{p.classes} classes")
+        gen.line("xy, wh, rest = v[:, :, :2], v[:, :, 2:4], v[:, :, 4:]")
+        if not p.new_coords:
+            gen.line("xy, rest = torch.sigmoid(xy), torch.sigmoid(rest)")
+        if self.xy_scale != 1:
+            gen.line(f"xy = xy * {self.xy_scale!r} + {self.xy_offset!r}  # scale_x_y={p.scale_x_y!r}")
+        gen.emit(out, "torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)")
 
 
 def _choice(sec: Section, key: str, default: str, options: tuple[str, ...]) -> str:
