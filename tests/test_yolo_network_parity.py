@@ -127,3 +127,14 @@ def test_new_networks_write_alexeyab_header(tmp_path):
     net.seen = 5
     net.save_weights(tmp_path / "new.weights")
     assert struct.unpack_from("<iiiQ", (tmp_path / "new.weights").read_bytes()) == (0, 2, 5, 5)
+
+
+def test_alexeyab_reads_64_bit_seen_past_version_1000(tmp_path):
+    """AlexeyAB's load_weights: `seen` is 64-bit whenever major*10+minor >= 2 (pjreddie's: below 1000 only)."""
+    net = build_network(YOLO_FIXTURES / "mini_v3" / "net.cfg")
+    net.weights_header, net.seen = (0, 1001, 0), 7
+    net.save_weights(tmp_path / "w.weights")
+    assert struct.unpack_from("<iiiQ", (tmp_path / "w.weights").read_bytes()) == (0, 1001, 0, 7)
+    again = build_network(YOLO_FIXTURES / "mini_v3" / "net.cfg")
+    again.load_weights(tmp_path / "w.weights")
+    assert again.seen == 7 and again.weights_header == (0, 1001, 0)
