@@ -134,7 +134,7 @@ def _alexeyab_checks(sec: Section, size: int) -> None:
                         "share_index")
     if sec.get_int("cbn", 0):
         raise sec.error("cbn=1 (cross-iteration batchnorm) is not supported by pydarknet", "cbn")
-    if size > 1 and sec.get_int("dilation", 1) > 1:
+    if sec.get_int("dilation", 1) > 1 and size > 1:  # AlexeyAB ignores it for 1x1 convs
         raise sec.error("dilation>1 convolutions are not supported by pydarknet", "dilation")
     for key in ("stream", "wait_stream"):  # CUDA stream choice: no effect on the numbers
         sec.get_int(key, -1)
