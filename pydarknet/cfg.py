@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pydarknet.errors import DarknetError
 from pydarknet.paths import resolve_path
+
+T = TypeVar("T")
 
 
 class UnusedOptionWarning(UserWarning):
@@ -105,6 +109,18 @@ class Section:
         if any(v is None or (kind is int and v not in C_INT) for v in values):
             raise self.error(f"{key}={raw!r} is not a comma-separated list of numbers", key)
         return [kind(v) for v in values]
+
+    def read_file(self, key: str, reader: Callable[[Path], T]) -> tuple[T | None, str | None]:
+        """(reader(file), name) for the file the option names (found as `resolve_path` finds it), or
+        (None, None) without the option; a file that cannot be read or parsed is reported at the cfg line
+        naming it."""
+        name = self.get_str(key)
+        if name is None:
+            return None, None
+        try:
+            return reader(resolve_path(name, self.file)), name
+        except DarknetError as err:
+            raise DarknetError(f"{key}={name}: {err}", self.file, self.options[key].line) from None
 
     def positive_int(self, key: str, default: int) -> int:
         value = self.get_int(key, default)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -14,9 +15,12 @@ from pydarknet.cfg import Section, parse_cfg
 from pydarknet.errors import DarknetError
 from pydarknet.heads import Head
 from pydarknet.heads import region as _region  # noqa: F401  (registers [region])
+from pydarknet.layers.activations import ACTIVATION_DEFS
+from pydarknet.layers.conv import alexeyab_bflops
 from pydarknet.layers.registry import Built, Context, Shape, build_layer
 from pydarknet.netconfig import NetConfig, parse_net
 
+ALEXEYAB_ACTIVATIONS = {name for name, d in ACTIVATION_DEFS.items() if d.alexeyab}
 # Layers that take Darknet's flat vectors as they are. A [softmax] output has no spatial layout (Darknet
 # leaves its out_w/out_h/out_c at 0), so convolutions, pools, routes with others etc. cannot follow it.
 FLAT_INPUT = {"connected", "softmax", "dropout", "cost"}
@@ -26,14 +30,35 @@ if TYPE_CHECKING:
     from pydarknet.detection import Detection
     from pydarknet.detector import ImageLike
 
-# Sections only AlexeyAB's Darknet has: a cfg with one of them follows its semantics (BatchNorm epsilon,
-# detection with plain resize and fused BatchNorm, ...); every other cfg follows pjreddie's final commit.
-ALEXEYAB_SECTIONS = {"yolo", "gaussian_yolo", "sam", "scale_channels", "implicit_add", "implicit_mul"}
+# What only AlexeyAB's Darknet has: a cfg with one of its sections, activations or options follows its
+# semantics (BatchNorm epsilon, weights header, summary, detection with plain resize and fused BatchNorm,
+# ...); every other cfg follows pjreddie's final commit.
+ALEXEYAB_SECTIONS = {"yolo", "Gaussian_yolo", "sam", "scale_channels", "implicit", "contrastive",
+                     "local_avgpool", "local_avg", "reorg3d", "conv_lstm", "history", "empty", "silence"}
+ALEXEYAB_OPTIONS = {("route", "groups"), ("route", "group_id"), ("shortcut", "weights_type"),
+                    ("shortcut", "weights_normalization"), ("maxpool", "maxpool_depth"), ("maxpool", "stride_x"),
+                    ("maxpool", "stride_y"), ("convolutional", "stride_x"), ("convolutional", "stride_y")}
+# Options AlexeyAB reads in every layer (parse_network_cfg_custom): training controls, kept per layer for the
+# trainer; Darknet's defaults.
+LAYER_TRAINING_OPTIONS = {"stopbackward": 0, "dont_update": 0, "burnin_update": 0, "train_only_bn": 0,
+                          "onlyforward": 0, "clip": 0.0, "learning_rate": 1.0}
 
 
 def cfg_dialect(sections: list[Section]) -> str:
-    """"alexeyab" for the [yolo] family's cfgs, "pjreddie" for the YOLOv2-era ones."""
-    return "alexeyab" if any(sec.kind in ALEXEYAB_SECTIONS for sec in sections) else "pjreddie"
+    """"alexeyab" for the [yolo] family's cfgs (and any cfg using what only AlexeyAB's Darknet knows),
+    "pjreddie" for the YOLOv2-era ones."""
+    for sec in sections[1:]:
+        activation = sec.options.get("activation")
+        if (sec.kind in ALEXEYAB_SECTIONS or any((sec.kind, key) in ALEXEYAB_OPTIONS for key in sec.options)
+                or (activation is not None and activation.value in ALEXEYAB_ACTIVATIONS)
+                or (sec.kind == "shortcut" and "," in getattr(sec.options.get("from"), "value", ""))):
+            return "alexeyab"
+    return "pjreddie"
+
+
+def layer_training_options(sec: Section) -> dict[str, float]:
+    """AlexeyAB's per-layer training options (learning_rate is a multiplier of the [net] rate)."""
+    return {key: sec.get_float(key, default) for key, default in LAYER_TRAINING_OPTIONS.items()}
 
 
 class Darknet(nn.Module):
@@ -50,9 +75,12 @@ class Darknet(nn.Module):
         shapes: list[Shape] = []
         built: list[Built] = []
         flat: list[bool] = []  # outputs that are (batch, n) vectors, not (batch, c, h, w)
+        # AlexeyAB's per-layer training options ({} per layer for pjreddie cfgs, which have none)
+        self.layer_training: list[dict[str, float]] = []
         for index, sec in enumerate(sections[1:]):
             ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect)
             b = build_layer(sec, ctx)
+            self.layer_training.append(layer_training_options(sec) if self.dialect == "alexeyab" else {})
             reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)
             reads_flat = any(flat[i] for i in reads)
             if reads_flat and sec.kind not in FLAT_INPUT and not (sec.kind == "route" and len(reads) == 1):
@@ -77,7 +105,8 @@ class Darknet(nn.Module):
         # Darknet's get_network_output skips trailing [cost] layers.
         self.output_index = max(i for i, k in enumerate(self.kinds) if k != "cost" or i == 0)
         self.register_buffer("_seen", torch.zeros((), dtype=torch.int64), persistent=True)
-        self.weights_header: tuple[int, int, int] = (0, 2, 0)
+        # What save_weights writes: the header of the file loaded, else the version its Darknet writes.
+        self.weights_header: tuple[int, int, int] = (0, 2, 5) if self.dialect == "alexeyab" else (0, 2, 0)
         # Set by the CPU fast path (pydarknet.fast): its packed weights are laid out for one image, so a
         # batch runs image by image, and some of its layers overwrite their input.
         self.inference_optimized = False
@@ -105,7 +134,7 @@ class Darknet(nn.Module):
         outputs: list[Tensor | None] = []
         for i, layer in enumerate(self.layers):
             if self.sources[i]:
-                x = layer(x, outputs) if self.kinds[i] == "shortcut" else layer(outputs)
+                x = layer(x, outputs) if getattr(layer, "takes_input", False) else layer(outputs)
             else:
                 x = layer(x)
             outputs.append(x if keep is None or self._keep[i] or i in keep else None)
@@ -130,6 +159,14 @@ class Darknet(nn.Module):
 
     def summary(self) -> str:
         """The layer table Darknet prints while building the network, and the total."""
+        if self.dialect == "alexeyab":
+            lines = ["   layer   filters  size/strd(dil)      input                output"]
+            lines += [f"{i:4d} {s}" for i, s in enumerate(self.summaries)]
+            total = np.float32(0)  # parse_network_cfg_custom sums the layers' float BFLOPs in a float
+            for flops in self.flops:
+                total += np.float32(alexeyab_bflops(flops))
+            lines.append(f"Total BFLOPS {float(total):5.3f} ")
+            return "\n".join(lines)
         lines = ["layer     filters    size              input                output"]
         lines += [f"{i:5d} {s}" for i, s in enumerate(self.summaries)]
         total = sum(self.flops)

@@ -31,19 +31,22 @@ def expected_floats(net, upto: int | None = None) -> int:  # noqa: ANN001
     return sum(t.numel() for _, layer in weighted_layers(net, upto) for t in layer.darknet_params())
 
 
-def _long_seen(major: int, minor: int) -> bool:
-    """Whether the header stores `seen` as a 64-bit size_t (else a 32-bit int), as Darknet decides."""
+def _long_seen(major: int, minor: int, dialect: str = "pjreddie") -> bool:
+    """Whether the header stores `seen` as a 64-bit size_t (else a 32-bit int), as the Darknet decides
+    (AlexeyAB's has no check for versions past 1000)."""
+    if dialect == "alexeyab":
+        return (major * 10 + minor) >= 2
     return (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
 
 
-def read_header(data: bytes, path: str | Path) -> tuple[tuple[int, int, int], int, int]:
-    """((major, minor, revision), seen, header_bytes) as Darknet's load_weights reads them."""
+def read_header(data: bytes, path: str | Path, dialect: str = "pjreddie") -> tuple[tuple[int, int, int], int, int]:
+    """((major, minor, revision), seen, header_bytes) as the dialect's Darknet load_weights reads them."""
     if len(data) < HEADER_INTS.size + 4:
         raise DarknetError(f"too short for a weights header ({len(data)} bytes)", path, byte=len(data))
     major, minor, revision = HEADER_INTS.unpack_from(data)
     if major < 0 or minor < 0 or revision < 0:
         raise DarknetError(f"bad header: version {major}.{minor}.{revision}", path, byte=0)
-    if _long_seen(major, minor):
+    if _long_seen(major, minor, dialect):
         if len(data) < HEADER_INTS.size + 8:
             raise DarknetError("too short for a weights header", path, byte=len(data))
         (seen,) = struct.unpack_from("<Q", data, HEADER_INTS.size)
@@ -67,7 +70,7 @@ def load_weights(net, path: str | Path, upto: int | None = None) -> None:  # noq
         raise DarknetError(f"cannot read weights: {err.strerror}", path) from None
     with fh:
         size = os.fstat(fh.fileno()).st_size
-        header, seen, offset = read_header(fh.read(HEADER_INTS.size + 8), path)
+        header, seen, offset = read_header(fh.read(HEADER_INTS.size + 8), path, net.dialect)
         transpose = header[0] > 1000 or header[1] > 1000
         need = expected_floats(net, upto)
         have_bytes = size - offset
@@ -110,11 +113,12 @@ def _read_floats(fh, tensor: torch.Tensor, transposed: bool, path: Path) -> None
 
 
 def weights_bytes(net, upto: int | None = None) -> bytes:  # noqa: ANN001
-    """The .weights content: the header the net was loaded with (Darknet writes 0.2.0), seen, floats."""
+    """The .weights content: the header the net was loaded with (else the one its Darknet writes: pjreddie
+    0.2.0, AlexeyAB 0.2.5), seen, floats."""
     major, minor, revision = net.weights_header
     transpose = major > 1000 or minor > 1000
     parts = [HEADER_INTS.pack(major, minor, revision)]
-    if _long_seen(major, minor):
+    if _long_seen(major, minor, net.dialect):
         parts.append(struct.pack("<Q", net.seen))
     else:
         parts.append(struct.pack("<i", net.seen))

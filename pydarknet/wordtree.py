@@ -156,35 +156,52 @@ def path_to_root(tree: Tree, cls: int) -> list[int]:
     return path
 
 
+# The WordTree softmax over size buckets, as source: compiled below for the runtime, and written out as it is by
+# `pydarknet codegen`, so that the two cannot differ.
+TREE_SOFTMAX_SOURCE = '''def tree_softmax(x: Tensor, perm: Tensor, inverse: Tensor,
+                 buckets: tuple[tuple[int, int], ...], dim: int) -> Tensor:
+    """WordTree softmax: a max-subtracted softmax over each group of sibling classes along `dim`.
+    `perm` puts groups of equal size next to each other, `buckets` lists the (group size, group count)
+    runs it makes."""
+    xp = x.index_select(dim, perm)
+    lead, tail = x.shape[:dim], x.shape[dim + 1 :]
+    outs, start = [], 0
+    for size, count in buckets:
+        chunk = xp.narrow(dim, start, size * count).reshape(*lead, count, size, *tail)
+        e = torch.exp(chunk - chunk.detach().amax(dim + 1, keepdim=True))
+        outs.append((e / e.sum(dim + 1, keepdim=True)).reshape(*lead, size * count, *tail))
+        start += size * count
+    return torch.cat(outs, dim).index_select(dim, inverse)
+'''
+_namespace: dict = {"torch": torch, "Tensor": Tensor}
+exec(compile(TREE_SOFTMAX_SOURCE, "<TREE_SOFTMAX_SOURCE>", "exec"), _namespace)  # noqa: S102 - our own text
+_bucket_softmax: Callable[..., Tensor] = _namespace["tree_softmax"]
+
+
 def tree_softmax(x: Tensor, tree: Tree, dim: int = -1) -> Tensor:
     """Max-subtracted softmax (temperature 1) over each group's classes along `dim` (Darknet's softmax_tree):
     `e = exp(x - max)`, `e / sum(e)` in float32 as written (a division, no reciprocal).
 
     Groups of equal size are gathered next to each other so that each size is one batched softmax (41
-    sizes in the 9k tree). The ops are the ones `pydarknet.export.codegen` writes out, so that generated
-    code gives the same bits. When no graph is recorded (autograd, tracing), every size is computed in
-    place into one buffer: 867 x 9418 values make this memory bound, and out-of-place ops allocate (and
-    page-fault) a temporary per step and per size, then `cat` them."""
+    sizes in the 9k tree): TREE_SOFTMAX_SOURCE. When no graph is recorded (autograd, tracing), every size is
+    computed with the same ops in place into one buffer: 867 x 9418 values make this memory bound, and
+    out-of-place ops allocate (and page-fault) a temporary per step and per size, then `cat` them."""
     dim = dim % x.dim()
-    in_place = not ((x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing()
-                    or torch.compiler.is_compiling())
     perm, inverse, buckets = tree._size_buckets
-    xp = x.index_select(dim, torch.from_numpy(perm).to(x.device))
-    y = torch.empty_like(xp) if in_place else None
+    perm_t, inverse_t = torch.from_numpy(perm).to(x.device), torch.from_numpy(inverse).to(x.device)
+    if (x.requires_grad and torch.is_grad_enabled()) or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return _bucket_softmax(x, perm_t, inverse_t, buckets, dim)
+    xp = x.index_select(dim, perm_t)
+    y = torch.empty_like(xp)
     lead, tail = x.shape[:dim], x.shape[dim + 1 :]
-    outs, start = [], 0
+    start = 0
     for size, count in buckets:
         chunk = xp.narrow(dim, start, size * count).reshape(*lead, count, size, *tail)
-        if y is not None:
-            out = y.narrow(dim, start, size * count).view(*lead, count, size, *tail)
-            torch.sub(chunk, chunk.amax(dim + 1, keepdim=True), out=out).exp_()
-            out.div_(out.sum(dim + 1, keepdim=True))
-        else:
-            e = torch.exp(chunk - chunk.detach().amax(dim + 1, keepdim=True))
-            outs.append((e / e.sum(dim + 1, keepdim=True)).reshape(*lead, size * count, *tail))
+        out = y.narrow(dim, start, size * count).view(*lead, count, size, *tail)
+        torch.sub(chunk, chunk.amax(dim + 1, keepdim=True), out=out).exp_()
+        out.div_(out.sum(dim + 1, keepdim=True))
         start += size * count
-    y = torch.cat(outs, dim) if y is None else y
-    return y.index_select(dim, torch.from_numpy(inverse).to(x.device))
+    return y.index_select(dim, inverse_t)
 
 
 def hierarchy_predictions(probs: Tensor, tree: Tree, dim: int = -1) -> Tensor:

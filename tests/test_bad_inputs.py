@@ -28,13 +28,16 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, YOLO_FIXTURES
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only (fork, /dev/null)")
 
 VOC_CFG = FIXTURES / "mini_voc" / "net.cfg"
 TINY_CFG, TINY_WEIGHTS = FIXTURES / "mini_tiny" / "net.cfg", FIXTURES / "mini_tiny" / "net.weights"
 CLS_CFG, CLS_WEIGHTS = FIXTURES / "mini_cls" / "net.cfg", FIXTURES / "mini_cls" / "net.weights"
+V3_CFG, V3_WEIGHTS = YOLO_FIXTURES / "mini_v3" / "net.cfg", YOLO_FIXTURES / "mini_v3" / "net.weights"
+V4TINY_CFG = YOLO_FIXTURES / "mini_v4tiny" / "net.cfg"
+V7_CFG, ATTN_CFG = YOLO_FIXTURES / "mini_v7" / "net.cfg", YOLO_FIXTURES / "mini_attn" / "net.cfg"
 TIMEOUT_S = 60  # per case; a hung case is killed and fails
 MAX_RSS_KB = 2_500_000
 FRESH = {"huge_image"}  # cases run as a fresh `python -m pydarknet` (peak RSS of a real process)
@@ -280,6 +283,95 @@ def cfg_route_without_layers(d: Path) -> tuple[list[str], str]:
 @bad
 def cfg_nan_value(d: Path) -> tuple[list[str], str]:
     return summary_of(d, ("momentum=0.9", "momentum=nan"), needle="momentum", then=r"\[net\] momentum='nan'")
+
+
+# --- [yolo]-family cfg problems (AlexeyAB's rules) --------------------------------------------------
+
+def yolo_summary_of(d: Path, base: Path, edit: tuple[str, str], needle: str, then: str) -> tuple[list[str], str]:
+    cfg, text = cfg_variant(d, edit, base=base)
+    return ["summary", str(cfg)], at(cfg, text, needle) + then
+
+
+@bad
+def yolo_mask_beyond_num(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V3_CFG, ("mask=3,4,5", "mask=3,4,6"), "mask=3,4,6", r"\[yolo\] mask index 6 .*num=6")
+
+
+@bad
+def yolo_anchor_count(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V3_CFG, ("anchors=10,14, ", "anchors=10, "), "anchors=10, ",
+                           r"\[yolo\] anchors= has 11 numbers, num=6 needs 12")
+
+
+@bad
+def yolo_filters_not_matching_classes(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V3_CFG, ("classes=80", "classes=79"), "[yolo]",
+                           r"\[yolo\] input has 255 channels but len\(mask\)\*\(classes\+5\) = 3\*\(79\+5\)")
+
+
+@bad
+def yolo_new_coords_filters_not_matching_mask(d: Path) -> tuple[list[str], str]:
+    # new_coords=1 changes the activation, not AlexeyAB's channel rule
+    return yolo_summary_of(d, V7_CFG, ("mask=0,1,2", "mask=0,1"), "[yolo]", r"\[yolo\] input has 255 channels")
+
+
+@bad
+def yolo_unknown_nms_kind(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V4TINY_CFG, ("nms_kind=greedynms", "nms_kind=greedy"), "nms_kind=greedy",
+                           r"\[yolo\] unknown nms_kind 'greedy'")
+
+
+@bad
+def yolo_route_groups_not_dividing(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V4TINY_CFG, ("groups=2", "groups=3"), "groups=3",
+                           r"\[route\] groups=3 does not divide the 32 channels of layer 2")
+
+
+@bad
+def yolo_route_group_id_out_of_range(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V4TINY_CFG, ("group_id=1", "group_id=2"), "group_id=2", r"\[route\] group_id=2")
+
+
+@bad
+def yolo_shortcut_of_other_size(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V3_CFG, ("from=-3", "from=-4"), "from=-4",
+                           r"\[shortcut\] from: layer 0 is 96x96, the input 48x48")
+
+
+@bad
+def yolo_unknown_activation(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V4TINY_CFG, ("activation=mish", "activation=mush"), "mush",
+                           r"\[convolutional\] unknown activation 'mush' .*mish")
+
+
+@bad
+def yolo_activation_darknet_does_not_compute_there(d: Path) -> tuple[list[str], str]:
+    cfg, text = cfg_variant(d, ("[sam]\nfrom=-2", "[sam]\nfrom=-2\nactivation=swish"), base=ATTN_CFG)
+    line = text.splitlines().index("[sam]") + 3
+    return (["summary", str(cfg)],
+            re.escape(f"{cfg}:{line}: ") + r"\[sam\] activation=swish is computed by AlexeyAB's Darknet only in")
+
+
+@bad
+def yolo_unknown_shortcut_weights_type(d: Path) -> tuple[list[str], str]:
+    return yolo_summary_of(d, V3_CFG, ("from=-3", "from=-3\nweights_type=per_pixel"), "per_pixel",
+                           r"\[shortcut\] unknown weights_type 'per_pixel'")
+
+
+@bad
+def yolo_weights_without_shortcut_weights(d: Path) -> tuple[list[str], str]:
+    # a cfg whose [shortcut] has weights, a file written without them: 2x16 floats missing at the end
+    cfg, _ = cfg_variant(d, ("from=-3", "from=-3\nweights_type=per_channel"), base=V3_CFG)
+    size = V3_WEIGHTS.stat().st_size
+    return (["convert", str(V3_WEIGHTS), str(d / "x.pt"), "--cfg", str(cfg)],
+            re.escape(f"{V3_WEIGHTS}: byte {size}: ") + r"expected \d+ floats .*too short")
+
+
+@bad
+def yolo_weights_too_long(d: Path) -> tuple[list[str], str]:
+    valid = V3_WEIGHTS.read_bytes()
+    w = weights_variant(d, valid + b"\0" * 8)
+    return ["convert", str(w), str(d / "x.pt"), "--cfg", str(V3_CFG)], re.escape(f"{w}: byte {len(valid)}: ")
 
 
 # --- weights problems -------------------------------------------------------------------------------

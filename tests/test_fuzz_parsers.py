@@ -152,20 +152,29 @@ def test_structured_cfg_parses_as_written(case: tuple[str, list]) -> None:
 # Per kind and option: values that make sense, and others (BAD, FILES).
 BAD = ["", "0", "-1", "-2", "abc", "nan", "inf", "-inf", "1.5", "1e1", "0x10", "1e999", "1e300", "2147483648",
        "-1,2", ",", "9"]
-ACTIVATIONS = ["leaky", "linear", "logistic", "relu"]
+ACTIVATIONS = ["leaky", "linear", "logistic", "relu", "mish", "relu6"]  # the last two: AlexeyAB's
 OPTIONS: dict[str, dict[str, list[str]]] = {
     "convolutional": {"filters": ["1", "2", "8", "6", "25", "30", "125"], "size": ["1", "2", "3"],
                       "stride": ["1", "2"], "pad": ["0", "1"], "padding": ["0", "1", "2"], "groups": ["1", "2"],
                       "activation": ACTIVATIONS, "batch_normalize": ["0", "1"], "binary": [], "flipped": []},
     "connected": {"output": ["1", "4", "10"], "activation": ACTIVATIONS, "batch_normalize": ["0", "1"]},
-    "maxpool": {"size": ["1", "2", "3"], "stride": ["1", "2", "3"], "padding": ["0", "1", "2"]},
+    "maxpool": {"size": ["1", "2", "3"], "stride": ["1", "2", "3"], "padding": ["0", "1", "2"],
+                "stride_x": ["1", "2"], "maxpool_depth": ["0", "0", "1"], "out_channels": ["1", "2", "3"]},
     "avgpool": {},
     "dropout": {"probability": ["0", "0.5", "0.9"]},
     "cost": {"type": ["sse", "L1", "masked", "smooth"], "scale": ["1", "0.5"]},
-    "upsample": {"stride": ["1", "2"], "scale": ["1", "0.5"]},
-    "route": {"layers": ["-1", "-2", "-3", "0", "1", "-1,-2", "-1,0", "-1,-1,-3"]},
-    "shortcut": {"from": ["-1", "-2", "-3", "0"], "activation": ACTIVATIONS, "alpha": ["1", "0.5"],
-                 "beta": ["1", "2"]},
+    "upsample": {"stride": ["1", "2", "-2"], "scale": ["1", "0.5"]},
+    "route": {"layers": ["-1", "-2", "-3", "0", "1", "-1,-2", "-1,0", "-1,-1,-3"], "groups": ["1", "2"],
+              "group_id": ["0", "1"]},
+    "shortcut": {"from": ["-1", "-2", "-3", "0", "-1,-2"], "activation": ACTIVATIONS, "alpha": ["1", "0.5"],
+                 "beta": ["1", "2"], "weights_type": ["none", "per_feature", "per_channel"],
+                 "weights_normalization": ["none", "relu", "softmax"]},
+    "sam": {"from": ["-1", "-2", "-3"], "activation": ACTIVATIONS},
+    "scale_channels": {"from": ["-1", "-2", "-4"], "scale_wh": ["0", "1"], "activation": ACTIVATIONS},
+    "yolo": {"classes": ["1", "2", "80"], "num": ["1", "3", "6"], "mask": ["0", "0,1,2", "3,4,5"],
+             "anchors": ["", "10,13", "10,13,16,30,33,23"], "scale_x_y": ["1", "1.05", "2"],
+             "new_coords": ["0", "1"], "nms_kind": ["default", "greedynms", "diounms", "cornersnms"],
+             "iou_loss": ["mse", "ciou"]},
     "reorg": {"stride": ["1", "2"], "reverse": ["0", "1"], "flatten": []},
     "region": {"classes": ["1", "20", "5"], "num": ["1", "5"], "coords": ["4"], "softmax": ["0", "1"],
                "anchors": ["", "0.5,1", "1,1,2,2,3,3,4,4,5,5"], "background": ["0", "1"],
@@ -197,6 +206,10 @@ def network_cfg(data: bytes) -> str:
             classes, num = c.pick(OPTIONS["region"]["classes"]), c.pick(OPTIONS["region"]["num"])
             lines += ["[convolutional]", f"filters={int(num) * (5 + int(classes))}", "[region]",
                       f"classes={classes}", f"num={num}"]
+        elif kind == "yolo" and c.below(4):
+            classes, mask = c.pick(OPTIONS["yolo"]["classes"]), c.pick(OPTIONS["yolo"]["mask"])
+            lines += ["[convolutional]", f"filters={len(mask.split(',')) * (5 + int(classes))}", "[yolo]",
+                      f"classes={classes}", f"mask={mask}", "num=6"]
         else:
             lines.append(f"[{kind}]")
         # A bad value for 1 option in 64 of [net] and 1 in 16 of the layers, so that many networks build.

@@ -10,10 +10,8 @@ the CPU's RCPPS table, so it is not emulated. The training delta is in `region_l
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,10 +24,11 @@ from pydarknet.errors import DarknetError
 from pydarknet.heads import Frame, Head, HeadDelta, validate_command
 from pydarknet.image import letterbox_geometry
 from pydarknet.layers.registry import Built, Context, register
-from pydarknet.paths import resolve_path
 from pydarknet.wordtree import Tree, hierarchy_predictions, read_map, read_tree, top_prediction_region, tree_softmax
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
+
 _F32 = np.float32
 
 
@@ -172,6 +171,27 @@ class RegionHead(Head):
         p = self.params
         return region_activate(x, p.n, p.coords, p.classes, p.softmax, self.tree, p.background)
 
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        """region_activate's ops written out."""
+        p = self.params
+        entries = p.coords + 1 + p.classes
+        gen.line(f"b, _, h, w = {inp}.shape")
+        gen.line(f"v = {inp}.reshape(b, {p.n}, {entries}, h * w)  # per anchor: x, y, w, h, objectness, "
+                 f"{p.classes} classes")
+        gen.line("xy = torch.sigmoid(v[:, :, :2])")
+        if p.softmax and p.background and self.tree is None:  # one softmax over objectness and classes
+            gen.line("obj_cls = torch.softmax(v[:, :, 4:], dim=2)")
+            gen.emit(out, f"torch.cat([xy, v[:, :, 2:4], obj_cls], 2).reshape(b, {p.n * entries}, h, w)")
+            return
+        gen.line("obj = v[:, :, 4:5]" if p.background else "obj = torch.sigmoid(v[:, :, 4:5])")
+        if self.tree is not None:
+            gen.line(f"cls = self.tree_softmax(v[:, :, 5:], {gen.tree(i, self.tree)}, 2)")
+        elif p.softmax:
+            gen.line("cls = torch.softmax(v[:, :, 5:], dim=2)")
+        else:
+            gen.line("cls = torch.sigmoid(v[:, :, 5:])")
+        gen.emit(out, f"torch.cat([xy, v[:, :, 2:4], obj, cls], 2).reshape(b, {p.n * entries}, h, w)")
+
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and torch.is_grad_enabled()):
             return self.activate(x)
@@ -272,18 +292,6 @@ class RegionHead(Head):
         return boxes, objectness, objectness[..., None] * cls
 
 
-def _read_option_file(sec: Section, key: str, reader: Callable[[Path], T]) -> tuple[T | None, str | None]:
-    """(reader(file), name) for the file the option names, or (None, None) without the option; a file
-    that cannot be read or parsed is reported at the cfg line naming it."""
-    name = sec.get_str(key)
-    if name is None:
-        return None, None
-    try:
-        return reader(resolve_path(name, sec.file)), name
-    except DarknetError as err:
-        raise DarknetError(f"{key}={name}: {err}", sec.file, sec.options[key].line) from None
-
-
 @register("region")
 def build_region(sec: Section, ctx: Context) -> Built:
     c = ctx.in_shape.c
@@ -295,8 +303,8 @@ def build_region(sec: Section, ctx: Context) -> Built:
         raise sec.error(f"anchors= has {len(anchors)} numbers, num={n} needs {2 * n}", "anchors")
     if coords != 4:
         raise sec.error(f"coords={coords}: only 4 (no masks) is supported by pydarknet", "coords")
-    tree, tree_file = _read_option_file(sec, "tree", read_tree)
-    class_map, map_file = _read_option_file(sec, "map", read_map)
+    tree, tree_file = sec.read_file("tree", read_tree)
+    class_map, map_file = sec.read_file("map", read_map)
     if tree is not None and tree.n != classes:
         raise sec.error(f"tree={tree_file} has {tree.n} classes, classes={classes}", "tree")
     expected = n * (coords + 1 + classes)

@@ -1,6 +1,16 @@
 """Layer builders; importing the package fills the registry."""
 
-from pydarknet.layers import connected, conv, misc, pool, reorg, route, softmax  # noqa: F401
+from pydarknet.layers import (  # noqa: F401
+    connected,
+    conv,
+    misc,
+    pool,
+    reorg,
+    route,
+    scale,
+    softmax,
+    yolo,
+)
 from pydarknet.layers.registry import BUILDERS, Built, Context, Shape, build_layer
 
 __all__ = ["BUILDERS", "Built", "Context", "Shape", "build_layer"]

@@ -1,8 +1,9 @@
-"""Darknet's batch normalisation: `(x-mean)/(sqrt(var)+1e-6)`, and its own training backward.
+"""Darknet's batch normalisation: `(x-mean)/(sqrt(var)+1e-6)` (pjreddie) or `(x-mean)/sqrt(var+1e-5)`
+(AlexeyAB), and its own training backward.
 
-Darknet's forward uses a 1/(N-1) batch variance and eps on the std, while its backward
-(`mean_delta_cpu`, `variance_delta_cpu`, `normalize_delta_cpu`) uses eps 1e-5 on the variance and
-1/N: not the exact derivative of its forward, so autograd would not reproduce Darknet's gradients.
+Darknet's forward uses a 1/(N-1) batch variance, while its backward (`mean_delta_cpu`,
+`variance_delta_cpu`, `normalize_delta_cpu`) uses eps 1e-5 on the variance and 1/N: not the exact
+derivative of its forward, so autograd would not reproduce Darknet's gradients.
 """
 
 from __future__ import annotations
@@ -14,8 +15,29 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-FORWARD_EPS = 1e-6  # added to sqrt(var), not to var
-BACKWARD_EPS = 1e-5  # added to var in Darknet's backward
+from pydarknet.layers.activations import compile_expression
+
+# The standard deviation each Darknet divides by, as torch expressions of the variance `{var}` (runtime and
+# codegen both use these): pjreddie adds its epsilon to sqrt(var), AlexeyAB (`normalize_cpu`) to var.
+STD_CODE = {"pjreddie": "{var}.sqrt() + 1e-06", "alexeyab": "torch.sqrt({var} + 1e-05)"}
+_STD = {dialect: compile_expression(code.format(var="var"), "var") for dialect, code in STD_CODE.items()}
+
+
+def batchnorm_source(dialect: str) -> str:
+    """The inference BatchNorm as the method `pydarknet codegen` writes: DarknetBatchNorm's eval ops."""
+    return f'''
+    @staticmethod
+    def batchnorm(x: Tensor, scale: Tensor, bias: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+        """Darknet's ({dialect}) inference batchnorm."""
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        std = {STD_CODE[dialect].format(var="var")}
+        return (x - mean.view(shape)) / std.view(shape) * scale.view(shape) + bias.view(shape)
+'''
+
+
+# (keep, add): rolling statistics = keep * rolling + add * batch statistics, Darknet's constants.
+ROLLING = {"pjreddie": (0.99, 0.01), "alexeyab": (0.9, 0.1)}
+BACKWARD_EPS = 1e-5  # added to var in Darknet's backward (both)
 
 
 def _stat_shape(x: Tensor) -> tuple[list[int], tuple[int, ...]]:
@@ -111,7 +133,7 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
     bound and, unfused, took half the time of a training step on CPU."""
 
     @staticmethod
-    def forward(ctx, x, scale, bias, running_mean, running_var):  # noqa: ANN001
+    def forward(ctx, x, scale, bias, running_mean, running_var, dialect):  # noqa: ANN001
         _, shape = _stat_shape(x)
         x = x.float()  # statistics in float32 also under autocast
         count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
@@ -121,9 +143,10 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
         centred = x - mean.view(shape)
         var = _global_sum(_channel_sum(centred * centred)) / (n - 1)
         # Darknet updates the rolling statistics inside the forward pass.
-        running_mean.mul_(0.99).add_(0.01 * mean)
-        running_var.mul_(0.99).add_(0.01 * var)
-        inv_std = 1.0 / (var.sqrt() + FORWARD_EPS)
+        keep, add = ROLLING[dialect]
+        running_mean.mul_(keep).add_(add * mean)
+        running_var.mul_(keep).add_(add * var)
+        inv_std = 1.0 / _STD[dialect](var)
         ctx.n = n
         ctx.save_for_backward(centred, inv_std, var, scale)
         return torch.addcmul(bias.view(shape), centred, (scale * inv_std).view(shape))
@@ -136,7 +159,7 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
         n = ctx.n
         if darknet_order():
             x_norm = centred * inv_std.view(shape)
-            return (*_darknet_order_backward(grad, centred, x_norm, var, scale, int(n)), None, None)
+            return (*_darknet_order_backward(grad, centred, x_norm, var, scale, int(n)), None, None, None)
         grad_bias = _channel_sum(grad)
         grad_centred = _channel_sum(grad * centred)
         grad_scale = grad_centred * inv_std  # = sum(grad * x_norm)
@@ -147,14 +170,16 @@ class _DarknetBatchNormTrain(torch.autograd.Function):
         # normalize_delta: d/sqrt(var+eps) + var_delta*2*(x-mean)/n + mean_delta/n, as two fused ops.
         dx = torch.addcmul((mean_delta / n).view(shape), centred, (var_delta * 2.0 / n).view(shape))
         dx = torch.addcmul(dx, grad, (scale / torch.sqrt(var + BACKWARD_EPS)).view(shape))
-        return dx, grad_scale, grad_bias, None, None
+        return dx, grad_scale, grad_bias, None, None, None
 
 
 class DarknetBatchNorm(nn.Module):
-    """BatchNorm with Darknet's parameters: scales (weight), biases, rolling mean and variance."""
+    """BatchNorm with Darknet's parameters: scales (weight), biases, rolling mean and variance; the
+    epsilon where the cfg's Darknet (`dialect`) puts it."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, dialect: str = "pjreddie") -> None:
         super().__init__()
+        self.dialect = dialect
         self.weight = nn.Parameter(torch.ones(n))
         self.bias = nn.Parameter(torch.zeros(n))
         self.register_buffer("running_mean", torch.zeros(n))
@@ -163,13 +188,13 @@ class DarknetBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
             return _DarknetBatchNormTrain.apply(x, self.weight, self.bias, self.running_mean,
-                                                self.running_var)
+                                                self.running_var, self.dialect)
         _, shape = _stat_shape(x)
-        std = self.running_var.sqrt() + FORWARD_EPS
+        std = _STD[self.dialect](self.running_var)
         return (x - self.running_mean.view(shape)) / std.view(shape) * self.weight.view(shape) + \
             self.bias.view(shape)
 
     def folded(self) -> tuple[Tensor, Tensor]:
         """(multiplier, offset) such that bn(x) == x*multiplier + offset at inference."""
-        mult = self.weight / (self.running_var.sqrt() + FORWARD_EPS)
+        mult = self.weight / _STD[self.dialect](self.running_var)
         return mult, self.bias - self.running_mean * mult

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -12,9 +13,13 @@ from pydarknet.layers.activations import Activation, activation_option
 from pydarknet.layers.batchnorm import DarknetBatchNorm
 from pydarknet.layers.registry import Built, Context, Shape, register
 
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
+
 
 class ConnectedLayer(nn.Module):
-    def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str) -> None:
+    def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str,
+                 dialect: str = "pjreddie") -> None:
         super().__init__()
         self.fc = nn.Linear(inputs, outputs, bias=not batch_normalize)
         # Darknet's initialisation: weights U(-1, 1) * sqrt(2 / inputs), biases 0.
@@ -22,7 +27,7 @@ class ConnectedLayer(nn.Module):
             self.fc.weight.uniform_(-1.0, 1.0).mul_(math.sqrt(2.0 / inputs))
             if self.fc.bias is not None:
                 self.fc.bias.zero_()
-        self.bn = DarknetBatchNorm(outputs) if batch_normalize else None
+        self.bn = DarknetBatchNorm(outputs, dialect) if batch_normalize else None
         self.act = Activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -30,6 +35,16 @@ class ConnectedLayer(nn.Module):
         if self.bn is not None:
             y = self.bn(y)
         return self.act(y).view(y.shape[0], -1, 1, 1)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        fc = self.fc
+        keys = {"weight": f"layers.{i}.fc.weight"} | ({"bias": f"layers.{i}.fc.bias"} if fc.bias is not None else {})
+        gen.submodule(f"fc{i}", f"nn.Linear({fc.in_features}, {fc.out_features}, bias={fc.bias is not None})", keys)
+        gen.line(f"x = self.fc{i}({inp}.flatten(1))")
+        if self.bn is not None:
+            gen.batchnorm(i, fc.out_features, self.bn.dialect)
+        gen.activation("x", self.act.name)
+        gen.line(f"{out} = x.view(x.shape[0], -1, 1, 1)")
 
     def darknet_params(self) -> list[Tensor]:
         # Darknet order: biases, weights (outputs x inputs), then scales, mean, variance.
@@ -42,8 +57,9 @@ class ConnectedLayer(nn.Module):
 def build_connected(sec: Section, ctx: Context) -> Built:
     inputs = ctx.in_shape.size
     outputs = sec.positive_int("output", 1)
-    activation = activation_option(sec)
+    activation = activation_option(sec, "logistic", ctx.dialect)
     bn = bool(sec.get_int("batch_normalize", 0))
     summary = f"connected                            {inputs:4d}  ->  {outputs:4d}"
-    return Built(ConnectedLayer(inputs, outputs, bn, activation), Shape(outputs, 1, 1), summary,
-                 2 * inputs * outputs)
+    flops = 0 if ctx.dialect == "alexeyab" else 2 * inputs * outputs  # AlexeyAB counts no BFLOPs for it
+    return Built(ConnectedLayer(inputs, outputs, bn, activation, ctx.dialect), Shape(outputs, 1, 1), summary,
+                 flops)

@@ -57,7 +57,10 @@ BUILDERS: dict[str, Builder] = {}
 # Sections the C Darknet knows that pydarknet does not build (yet): named in a clear error.
 KNOWN_UNSUPPORTED = {
     "local", "deconvolutional", "rnn", "gru", "lstm", "crnn", "crop", "normalization", "lrn",
-    "batchnorm", "yolo", "iseg", "detection", "l2norm", "logistic", "activation", "xnor",
+    "batchnorm", "iseg", "detection", "l2norm", "logistic", "activation", "xnor",
+    # AlexeyAB's
+    "Gaussian_yolo", "implicit", "contrastive", "local_avgpool", "local_avg", "reorg3d", "conv_lstm",
+    "history", "empty", "silence",
 }
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
 from pydarknet.layers.registry import Built, Context, Shape, register
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 def reorg(x: Tensor, s: int) -> Tensor:
@@ -32,6 +37,16 @@ class ReorgLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return reorg_reverse(x, self.stride) if self.reverse else reorg(x, self.stride)
 
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        s = self.stride
+        gen.line(f"b, c, h, w = {inp}.shape")
+        if self.reverse:
+            gen.emit(out, f"{inp}.reshape(b, {s}, {s}, c // {s * s}, h, w).permute(0, 3, 4, 1, 5, 2)"
+                          f".reshape(b, c // {s * s}, h * {s}, w * {s})")
+        else:  # Darknet's reorg reads the input as (C/s², H*s, W*s): not a space-to-depth
+            gen.emit(out, f"{inp}.reshape(b, c // {s * s}, h, {s}, w, {s}).permute(0, 3, 5, 1, 2, 4)"
+                          f".reshape(b, c * {s * s}, h // {s}, w // {s})")
+
 
 @register("reorg")
 def build_reorg(sec: Section, ctx: Context) -> Built:
@@ -52,6 +67,7 @@ def build_reorg(sec: Section, ctx: Context) -> Built:
             # reorg_cpu reads the input as (C/s², H*s, W*s): C must split evenly.
             raise sec.error(f"input channels ({c}) are not divisible by stride² ({s * s})", "stride")
         out = Shape(c * s * s, h // s, w // s)
-    summary = (f"reorg              / {s}  {w:4d} x{h:4d} x{c:4d}   ->  "
-               f"{out.w:4d} x{out.h:4d} x{out.c:4d}")
+    # AlexeyAB's Darknet runs [reorg] as its reorg_old layer (pjreddie's semantics), and names it so
+    name = f"reorg_old              /{s:2d}" if ctx.dialect == "alexeyab" else f"reorg              / {s}"
+    summary = f"{name}  {w:4d} x{h:4d} x{c:4d}   ->  {out.w:4d} x{out.h:4d} x{out.c:4d}"
     return Built(ReorgLayer(s, reverse), out, summary)

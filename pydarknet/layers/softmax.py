@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -9,6 +11,9 @@ from pydarknet.cfg import Section
 from pydarknet.errors import DarknetError
 from pydarknet.layers.registry import Built, Context, Shape, register
 from pydarknet.paths import resolve_path
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
 
 
 class _DarknetSoftmax(torch.autograd.Function):
@@ -43,6 +48,15 @@ class SoftmaxLayer(nn.Module):
             return tree_softmax(flat / self.temperature, self.tree, dim=1)
         grouped = flat.view(flat.shape[0], self.groups, -1)
         return torch.softmax(grouped / self.temperature, dim=2).view_as(flat)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        # x / 1.0 is exact, so a temperature of 1 is left out.
+        temp = "" if self.temperature == 1 else f" / {self.temperature!r}"
+        if self.tree is not None:
+            gen.emit(out, f"self.tree_softmax({inp}.flatten(1){temp}, {gen.tree(i, self.tree)}, 1)")
+            return
+        gen.line(f"x = {inp}.flatten(1)")
+        gen.emit(out, f"torch.softmax(x.view(x.shape[0], {self.groups}, -1){temp}, dim=2).view_as(x)")
 
 
 @register("softmax")

@@ -10,18 +10,16 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import FIXTURES, fixture_net
-from pydarknet.cfg import parse_cfg_text
+from conftest import ALEXEYAB_ZOO_CFG, FIXTURES, YOLO_NETS, fixture_dir, fixture_net, text_net
 from pydarknet.cli.main import main
 from pydarknet.export import codegen, export_state_dict
-from pydarknet.export.codegen import ACTIVATION_CODE
-from pydarknet.layers.activations import ACTIVATIONS
-from pydarknet.network import Darknet
+from pydarknet.layers import BUILDERS
+from pydarknet.layers.activations import ACTIVATION_DEFS, ACTIVATIONS
 
 NETS = ["mini_voc", "mini_tiny", "mini_cls", "mini_9k"]
 
-_ACTS = [a for a in ACTIVATIONS if a != "leaky"]
-# Every layer kind pydarknet builds; shortcuts in the plain, the scaled and both strided forms.
+_ACTS = [a for a, d in ACTIVATION_DEFS.items() if not d.alexeyab and a != "leaky"]
+# Every layer kind pydarknet builds for pjreddie's cfgs; shortcuts in the plain, the scaled and both strided forms.
 ZOO_CFG = "\n".join([
     "[net]\nwidth=16\nheight=16\nchannels=3",
     "[convolutional]\nbatch_normalize=1\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky",
@@ -49,21 +47,8 @@ REGION_CFG = ("[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=16
               "[region]\nnum=2\nclasses=3\ncoords=4\nanchors=1,1,2,2\nsoftmax={}\nbackground={}\n")
 TREE_SOFTMAX_CFG = ("[net]\nwidth=2\nheight=2\nchannels=3\n[convolutional]\nfilters=9418\nsize=2\n"
                     "activation=linear\n[softmax]\ntree=data/9k.tree\n")
-CFGS = {"zoo": ZOO_CFG, "tree_softmax": TREE_SOFTMAX_CFG,
+CFGS = {"zoo": ZOO_CFG, "alexeyab_zoo": ALEXEYAB_ZOO_CFG, "tree_softmax": TREE_SOFTMAX_CFG,
         **{f"region_softmax{s}_background{b}": REGION_CFG.format(s, b) for s, b in ((0, 0), (1, 1), (0, 1))}}
-
-
-def text_net(text: str) -> Darknet:
-    """A network from cfg text, random parameters (anchors kept), in eval mode."""
-    net = Darknet(parse_cfg_text(text, "zoo.cfg"), "zoo.cfg")
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, t in [*net.named_parameters(), *net.named_buffers()]:
-            if name.endswith("running_var"):
-                t.uniform_(0.5, 1.5, generator=g)
-            elif t.is_floating_point() and not name.endswith("biases"):
-                t.normal_(0, 0.5, generator=g)
-    return net.eval()
 
 
 def generated_model(net: pydarknet.Darknet, tmp_path) -> torch.nn.Module:  # noqa: ANN001
@@ -80,12 +65,12 @@ def inputs(net: pydarknet.Darknet, batch: int) -> torch.Tensor:
     return torch.rand(batch, s.c, s.h, s.w, generator=torch.Generator().manual_seed(batch))
 
 
-@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("name", NETS + YOLO_NETS)
 def test_fixture_nets_bit_identical(name, tmp_path):
     net = fixture_net(name)
     model = generated_model(net, tmp_path)
     s = net.input_shape
-    images = [np.load(p) for p in sorted((FIXTURES / name).glob("infer_*/input.npy"))]
+    images = [np.load(p) for p in sorted(fixture_dir(name).glob("infer_*/input.npy"))]
     x = torch.from_numpy(np.stack([a for a in images if a.shape == (s.c, s.h, s.w)]))
     with torch.no_grad():
         for batch in (x, inputs(net, 3)):
@@ -103,16 +88,19 @@ def test_every_layer_kind_bit_identical(name, tmp_path):
     assert expected.abs().max() > 0 and torch.isfinite(expected).all()
 
 
-def test_zoo_covers_every_kind_and_activation():
-    net = text_net(ZOO_CFG)
-    assert set(ACTIVATION_CODE) == set(ACTIVATIONS)
-    used = {layer.act.name for layer in net.layers if hasattr(layer, "act")}
+def test_zoos_cover_every_kind_and_activation():
+    net, alexeyab = text_net(ZOO_CFG), text_net(ALEXEYAB_ZOO_CFG)
+    assert (net.dialect, alexeyab.dialect) == ("pjreddie", "alexeyab")
+    used = {layer.act.name for zoo in (net, alexeyab) for layer in zoo.layers if hasattr(layer, "act")}
     assert used == set(ACTIVATIONS)
-    kinds = set(net.kinds) | {"region"}
-    assert kinds == {"convolutional", "shortcut", "upsample", "maxpool", "reorg", "route", "dropout",
-                     "avgpool", "connected", "softmax", "cost", "region"}
+    assert set(net.kinds) | set(alexeyab.kinds) | {"region"} == set(BUILDERS) - {"conv"}
     src = codegen(net)
     assert "add_(" in src and "F.pad(" in src and "permute(0, 3, 4, 1, 5, 2)" in src  # the rarer forms
+    src = codegen(alexeyab)
+    for form in ("torch.clamp(self.shortcut11_weights, min=0.001)", "torch.cat([x[:, :8] + x12[:, :8]",
+                 ".chunk(2, dim=1)[1]", "amax(1)", "sum(dim=(3, 5))", "torch.sqrt(var + 1e-05)",
+                 "nn.Conv2d(3, 6, 3, (2, 1), 1, bias=False)", "xy * 2.0 + -0.5"):
+        assert form in src, form
 
 
 @pytest.mark.parametrize("name", ["mini_voc", "mini_9k"])

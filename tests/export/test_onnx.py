@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pydarknet
-from conftest import FIXTURES, fixture_batch, fixture_net
+from conftest import ALEXEYAB_ZOO_CFG, FIXTURES, YOLO_NETS, fixture_batch, fixture_net, text_net
 from pydarknet.cli.main import main
 from pydarknet.errors import DarknetError
 from pydarknet.export import DetectionDecode, export_onnx
@@ -71,7 +71,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("name", NETS + YOLO_NETS)
 def test_onnxruntime_matches_pytorch(exported, name, batch):
     net, _, session = exported(name)
     x = fixture_batch(net, name, batch)
@@ -92,6 +92,19 @@ def test_graph_keeps_darknet_ops(exported):
     assert {"ReduceMax", "Exp", "ReduceSum", "Gather"} <= ops["mini_9k"]  # tree softmax, unrolled
     pad = next(n for n in onnx.load(str(exported("mini_tiny")[1])).graph.node if n.op_type == "Pad")
     assert pad.attribute[0].s == b"constant"
+
+
+def test_alexeyab_layers(exported, tmp_path):
+    """What the fixture nets lack: weighted shortcuts, channel-depth maxpool, downsample, x/y strides, ..."""
+    net = text_net(ALEXEYAB_ZOO_CFG)
+    export_onnx(net, tmp_path / "zoo.onnx")
+    session = ort.InferenceSession(str(tmp_path / "zoo.onnx"))
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(x)
+    assert max_diff(run(session, x)[0], expected) <= TOL
+    ops = {n.op_type for n in onnx.load(str(exported("mini_v4tiny")[1])).graph.node}
+    assert {"Softplus", "Tanh"} <= ops  # mish
 
 
 def test_batch_dimension(exported, tmp_path):

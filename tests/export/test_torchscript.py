@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import FIXTURES, fixture_batch, fixture_net
+from conftest import ALEXEYAB_ZOO_CFG, FIXTURES, YOLO_NETS, fixture_batch, fixture_net, text_net
 from pydarknet.cli.main import main
 from pydarknet.export import DetectionDecode, export_torchscript, load_pt
 
@@ -17,7 +17,7 @@ TOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
 
 
-@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("name", NETS + YOLO_NETS)
 def test_loaded_trace_matches_pytorch(name, tmp_path):
     net = fixture_net(name)
     export_torchscript(net, tmp_path / "net.ts")
@@ -28,6 +28,14 @@ def test_loaded_trace_matches_pytorch(name, tmp_path):
             got, expected = traced(x), net(x)
         assert got.shape == expected.shape
         assert (got - expected).abs().max().item() <= TOL
+
+
+def test_alexeyab_layers(tmp_path):
+    net = text_net(ALEXEYAB_ZOO_CFG)
+    export_torchscript(net, tmp_path / "zoo.ts")
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (torch.jit.load(str(tmp_path / "zoo.ts"))(x) - net(x)).abs().max().item() <= TOL
 
 
 def test_with_decode(tmp_path):

@@ -1,0 +1,204 @@
+"""[yolo]: the detection layer of YOLOv3/v4/v7 (AlexeyAB's Darknet). This module is its forward activation
+(forward_yolo_layer) and every cfg option with AlexeyAB's defaults (parse_yolo); decoding, NMS and the training
+delta belong to the detection head, which reads `params`, the `biases` (anchors in pixels) and `mask` buffers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pydarknet.cfg import Section
+from pydarknet.layers.registry import Built, Context, register
+from pydarknet.wordtree import read_map
+
+if TYPE_CHECKING:
+    from pydarknet.export.codegen import SourceWriter
+
+FLT_MAX = float(np.finfo(np.float32).max)
+# AlexeyAB's enums, in their order (the numbers are what Darknet prints).
+IOU_LOSSES = ("iou", "giou", "mse", "diou", "ciou")
+NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
+
+
+@dataclass
+class YoloParams:
+    classes: int = 20
+    total: int = 1  # `num`: anchors in the cfg; this layer predicts len(mask) of them
+    mask: tuple[int, ...] = (0,)
+    anchors: tuple[float, ...] = (0.5, 0.5)  # w, h pairs in pixels of the network input, `total` of them
+    max_boxes: int = 200  # `max`: truth boxes per image
+    scale_x_y: float = 1.0
+    new_coords: bool = False  # the conv already applied the logistic; w, h decode as (2*v)^2 * anchor
+    # Detection (read by the head)
+    nms_kind: str = "default"  # one of NMS_KINDS, as parse_yolo maps the cfg's name (see _nms_kind)
+    beta_nms: float = 0.6
+    map_file: str | None = None
+    # Training
+    jitter: float = 0.2
+    resize: float = 1.0
+    random: float = 0.0
+    focal_loss: bool = False
+    ignore_thresh: float = 0.5
+    truth_thresh: float = 1.0
+    iou_thresh: float = 1.0
+    iou_thresh_kind: str = "iou"
+    iou_loss: str = "mse"
+    iou_normalizer: float = 0.75
+    obj_normalizer: float = 1.0
+    cls_normalizer: float = 1.0
+    delta_normalizer: float = 1.0
+    max_delta: float = FLT_MAX
+    objectness_smooth: bool = False
+    label_smooth_eps: float = 0.0
+    counters_per_class: tuple[int, ...] | None = None
+    show_details: bool = True
+    # Tracking (AlexeyAB's contrastive-embedding tracker)
+    track_history_size: int = 5
+    sim_thresh: float = 0.8
+    dets_for_track: int = 1
+    dets_for_show: int = 1
+    track_ciou_norm: float = 0.01
+    embedding_layer: int | None = None
+
+    @property
+    def n(self) -> int:
+        """Anchors (boxes) this layer predicts per cell."""
+        return len(self.mask)
+
+
+class YoloLayer(nn.Module):
+    """forward_yolo_layer's activation of a (N, n*(4+1+classes), H, W) input, per anchor the planes
+    x, y, w, h, objectness, classes: logistic on x, y, objectness and classes, w and h raw, then x, y scaled
+    by scale_x_y about the cell centre (x*s - (s-1)/2). With new_coords=1 nothing is activated (the conv's
+    logistic did it), only that scaling."""
+
+    def __init__(self, params: YoloParams, class_map: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.params = params
+        self.class_map = class_map
+        self.register_buffer("biases", torch.tensor(params.anchors, dtype=torch.float32))
+        self.register_buffer("mask", torch.tensor(params.mask, dtype=torch.int64))
+        s = np.float32(params.scale_x_y)
+        # scal_add_cpu(.., scale_x_y, -0.5*(scale_x_y - 1), ..): the offset is a double rounded to float
+        self.xy_scale, self.xy_offset = float(s), float(np.float32(-0.5 * float(s - np.float32(1))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.params
+        b, c, h, w = x.shape
+        v = x.reshape(b, p.n, 5 + p.classes, h, w)
+        xy, wh, rest = v[:, :, :2], v[:, :, 2:4], v[:, :, 4:]
+        if not p.new_coords:
+            xy, rest = torch.sigmoid(xy), torch.sigmoid(rest)
+        if self.xy_scale != 1:
+            xy = xy * self.xy_scale + self.xy_offset
+        return torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)
+
+    def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
+        p = self.params
+        gen.line(f"b, c, h, w = {inp}.shape")
+        gen.line(f"v = {inp}.reshape(b, {p.n}, {5 + p.classes}, h, w)  # per anchor: x, y, w, h, objectness, "
+                 f"{p.classes} classes")
+        gen.line("xy, wh, rest = v[:, :, :2], v[:, :, 2:4], v[:, :, 4:]")
+        if not p.new_coords:
+            gen.line("xy, rest = torch.sigmoid(xy), torch.sigmoid(rest)")
+        if self.xy_scale != 1:
+            gen.line(f"xy = xy * {self.xy_scale!r} + {self.xy_offset!r}  # scale_x_y={p.scale_x_y!r}")
+        gen.emit(out, "torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)")
+
+
+def _choice(sec: Section, key: str, default: str, options: tuple[str, ...]) -> str:
+    value = sec.get_str(key, default)
+    if value not in options:  # Darknet silently falls back to a default
+        raise sec.error(f"unknown {key} {value!r} ({', '.join(options)})", key)
+    return value
+
+
+def _nms_kind(sec: Section) -> str:
+    """parse_yolo knows default, greedynms and diounms; cornersnms (only [Gaussian_yolo] implements it) is
+    accepted and runs as the default NMS, as in AlexeyAB's Darknet."""
+    kind = _choice(sec, "nms_kind", "default", NMS_KINDS)
+    return "default" if kind == "cornersnms" else kind
+
+
+def _mask(sec: Section, total: int) -> tuple[int, ...]:
+    mask = sec.get_list("mask", int)
+    if mask is None:
+        return tuple(range(total))
+    if not mask:
+        raise sec.error("mask= is empty", "mask")
+    for m in mask:
+        if not 0 <= m < total:
+            raise sec.error(f"mask index {m} is not one of the num={total} anchors (0..{total - 1})", "mask")
+    return tuple(mask)
+
+
+def _anchors(sec: Section, total: int) -> tuple[float, ...]:
+    anchors = sec.get_list("anchors", float)
+    if anchors is None:
+        return (0.5,) * (2 * total)  # make_yolo_layer's biases
+    if len(anchors) != 2 * total:
+        raise sec.error(f"anchors= has {len(anchors)} numbers, num={total} needs {2 * total} (w,h pairs)",
+                        "anchors")
+    return tuple(anchors)
+
+
+def _counters(sec: Section, classes: int) -> tuple[int, ...] | None:
+    counters = sec.get_list("counters_per_class", int)
+    if counters is not None and len(counters) != classes:
+        raise sec.error(f"counters_per_class= has {len(counters)} values, classes={classes}", "counters_per_class")
+    return None if counters is None else tuple(counters)
+
+
+def parse_yolo(sec: Section, ctx: Context) -> tuple[YoloParams, np.ndarray | None]:
+    classes = sec.positive_int("classes", 20)
+    total = sec.positive_int("num", 1)
+    mask = _mask(sec, total)
+    embedding = sec.get_int("embedding_layer", 999999)
+    class_map, map_file = sec.read_file("map", read_map)
+    params = YoloParams(
+        classes=classes, total=total, mask=mask, anchors=_anchors(sec, total),
+        max_boxes=sec.positive_int("max", 200), scale_x_y=sec.get_float("scale_x_y", 1.0),
+        new_coords=bool(sec.get_int("new_coords", 0)),
+        nms_kind=_nms_kind(sec), beta_nms=sec.get_float("beta_nms", 0.6), map_file=map_file,
+        jitter=sec.get_float("jitter", 0.2), resize=sec.get_float("resize", 1.0), random=sec.get_float("random", 0),
+        focal_loss=bool(sec.get_int("focal_loss", 0)), ignore_thresh=sec.get_float("ignore_thresh", 0.5),
+        truth_thresh=sec.get_float("truth_thresh", 1.0), iou_thresh=sec.get_float("iou_thresh", 1.0),
+        iou_thresh_kind=_choice(sec, "iou_thresh_kind", "iou", ("iou", "giou", "diou", "ciou")),
+        iou_loss=_choice(sec, "iou_loss", "mse", IOU_LOSSES),
+        iou_normalizer=sec.get_float("iou_normalizer", 0.75), obj_normalizer=sec.get_float("obj_normalizer", 1.0),
+        cls_normalizer=sec.get_float("cls_normalizer", 1.0),
+        delta_normalizer=sec.get_float("delta_normalizer", 1.0), max_delta=sec.get_float("max_delta", FLT_MAX),
+        objectness_smooth=bool(sec.get_int("objectness_smooth", 0)),
+        label_smooth_eps=sec.get_float("label_smooth_eps", 0.0), counters_per_class=_counters(sec, classes),
+        show_details=bool(sec.get_int("show_details", 1)),
+        track_history_size=sec.get_int("track_history_size", 5), sim_thresh=sec.get_float("sim_thresh", 0.8),
+        dets_for_track=sec.get_int("dets_for_track", 1), dets_for_show=sec.get_int("dets_for_show", 1),
+        track_ciou_norm=sec.get_float("track_ciou_norm", 0.01),
+        embedding_layer=None if embedding == 999999 else ctx.index + embedding if embedding < 0 else embedding,
+    )
+    return params, class_map
+
+
+def _f32(value: float) -> float:
+    """A C float as printf shows it."""
+    return float(np.float32(value))
+
+
+@register("yolo")
+def build_yolo(sec: Section, ctx: Context) -> Built:
+    params, class_map = parse_yolo(sec, ctx)
+    expected = params.n * (4 + 1 + params.classes)
+    if ctx.in_shape.c != expected:  # parse_yolo: l.outputs == params.inputs (new_coords changes nothing)
+        raise sec.error(f"input has {ctx.in_shape.c} channels but len(mask)*(classes+5) = {params.n}*"
+                        f"({params.classes}+5) = {expected}: the previous conv's filters do not match "
+                        "classes/mask")
+    p = params
+    summary = (f"yolo\n[yolo] params: iou loss: {p.iou_loss} ({IOU_LOSSES.index(p.iou_loss)}), "
+               f"iou_norm: {_f32(p.iou_normalizer):2.2f}, obj_norm: {_f32(p.obj_normalizer):2.2f}, "
+               f"cls_norm: {_f32(p.cls_normalizer):2.2f}, delta_norm: {_f32(p.delta_normalizer):2.2f}, "
+               f"scale_x_y: {_f32(p.scale_x_y):2.2f}")
+    return Built(YoloLayer(params, class_map), ctx.in_shape, summary)
