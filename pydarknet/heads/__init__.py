@@ -60,8 +60,9 @@ class Head(nn.Module):
         """The NMS Darknet runs after `command`'s decode."""
         raise NotImplementedError
 
-    def delta(self, output: Tensor, truth: Tensor, seen: int) -> HeadDelta:
-        """The training delta of a (N, C, H, W) output for `truth` (N, B, 5) rows x, y, w, h, class."""
+    def delta(self, output: Tensor, truth: Tensor, seen: int, net_size: tuple[int, int] | None = None) -> HeadDelta:
+        """The training delta of a (N, C, H, W) output for `truth` (N, B, 5) rows x, y, w, h, class relative
+        to the network input, whose size (w, h) is `net_size`; `seen` counts images including this batch."""
         raise NotImplementedError
 
     def decode_dense(self, output: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -259,7 +259,7 @@ class RegionHead(Head):
         return Candidates(v.shape[0] * h * w, rows, correct_region_boxes(xywh, frame), scale[rows],
                           box.astype(np.int64), cls.astype(np.int64), prob.astype(_F32))
 
-    def delta(self, output: Tensor, truth: Tensor, seen: int) -> HeadDelta:
+    def delta(self, output: Tensor, truth: Tensor, seen: int, net_size: tuple[int, int] | None = None) -> HeadDelta:
         from pydarknet.heads.region_loss import region_delta
 
         p = self.params

@@ -19,12 +19,51 @@ from torch import Tensor
 from pydarknet.cfg import Section
 
 
+def _gelu_gradient(y: Tensor) -> Tensor:
+    """AlexeyAB's gelu_gradient, which both its CPU and GPU backward evaluate at the layer's output (not at its
+    input, as the derivative would be): kept, since training with it is what Darknet does."""
+    u = 0.0356774 * y ** 3 + 0.797885 * y
+    sech = 2 / (torch.exp(u) + torch.exp(-u))
+    return 0.5 * torch.tanh(u) + (0.0535161 * y ** 3 + 0.398942 * y) * sech ** 2 + 0.5
+
+
+class _OutputGradient(torch.autograd.Function):
+    """y = fn(x) whose backward multiplies by `gradient(y)`: Darknet's gradient_array."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, fn: Callable[[Tensor], Tensor],  # noqa: ANN001
+                gradient: Callable[[Tensor], Tensor]) -> Tensor:
+        y = fn(x)
+        ctx.save_for_backward(y)
+        ctx.gradient = gradient
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        (y,) = ctx.saved_tensors
+        return grad * ctx.gradient(y), None, None
+
+
+def _with_gradient(fn: Callable[[Tensor], Tensor], gradient: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """`fn` with Darknet's backward when a gradient is wanted (plain `fn` for inference, tracing, export)."""
+
+    def activate(x: Tensor) -> Tensor:
+        if x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return _OutputGradient.apply(x, fn, gradient)
+        return fn(x)
+
+    return activate
+
+
 @dataclass(frozen=True)
 class ActivationDef:
     code: str  # a torch expression of `{x}` (names available: torch, F)
     alexeyab: bool = False  # only AlexeyAB's Darknet knows it
     # Section kinds in which AlexeyAB's Darknet computes it (None: wherever an activation is read).
     only_in: frozenset[str] | None = None
+    # Darknet's derivative where it is not the true one, as a function of the activation's OUTPUT
+    # (gradient_array(l.output, ...)); None: autograd's derivative is Darknet's.
+    gradient: Callable[[Tensor], Tensor] | None = None
 
 
 _CONV = frozenset({"convolutional", "conv"})
@@ -49,7 +88,8 @@ ACTIVATION_DEFS: dict[str, ActivationDef] = {
     "lhtan": ActivationDef("torch.where({x} < 0, 0.001 * {x}, torch.where({x} > 1, 0.001 * ({x} - 1) + 1, {x}))"),
     "relu6": ActivationDef("torch.clamp({x}, 0, 6)", alexeyab=True),  # the GPU kernel's (see above)
     # Darknet's constants (not torch's tanh-approximate GELU, whose differ in the 7th digit).
-    "gelu": ActivationDef("0.5 * {x} * (1 + torch.tanh(0.797885 * {x} + 0.035677 * {x} ** 3))", alexeyab=True),
+    "gelu": ActivationDef("0.5 * {x} * (1 + torch.tanh(0.797885 * {x} + 0.035677 * {x} ** 3))", alexeyab=True,
+                          gradient=_gelu_gradient),
     # Forward as leaky; only AlexeyAB's GPU backward differs (it divides by leaky's slope): autograd here.
     "revleaky": ActivationDef("F.leaky_relu({x}, 0.1)", alexeyab=True),
     "swish": ActivationDef("{x} * torch.sigmoid({x})", alexeyab=True, only_in=_CONV_SHORTCUT),
@@ -75,7 +115,8 @@ def compile_expression(code: str, *names: str) -> Callable[..., Tensor]:
 
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    name: compile_expression(d.code.format(x="x"), "x") for name, d in ACTIVATION_DEFS.items()
+    name: _with_gradient(compile_expression(d.code.format(x="x"), "x"), d.gradient) if d.gradient
+    else compile_expression(d.code.format(x="x"), "x") for name, d in ACTIVATION_DEFS.items()
 }
 
 

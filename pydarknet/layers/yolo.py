@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from pydarknet.cfg import Section
+from pydarknet.heads import HeadDelta
 from pydarknet.layers.registry import Built, Context, register
 from pydarknet.wordtree import read_map
 
@@ -96,6 +97,22 @@ class YoloLayer(nn.Module):
         if self.xy_scale != 1:
             xy = xy * self.xy_scale + self.xy_offset
         return torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)
+
+    # backward_yolo_layer adds the delta to the input's delta as it is: no derivative of the logistic or of
+    # scale_x_y (the trainer backpropagates it from the layer's input).
+    delta_to_input = True
+
+    def delta(self, output: Tensor, truth: Tensor, seen: int, net_size: tuple[int, int] | None = None) -> HeadDelta:
+        """AlexeyAB's training delta (times delta_normalizer, as backward_yolo_layer_gpu scales it), cost and
+        printed values for the (N, C, H, W) output and `truth` (N, B, 5) rows x, y, w, h, class relative to
+        the network input of size `net_size` (w, h)."""
+        from pydarknet.heads.yolo_loss import yolo_delta
+
+        if net_size is None:
+            raise ValueError("the [yolo] delta needs the network input size (net_size)")
+        found = yolo_delta(self.params, self.biases, output, truth.to(output.device), net_size, self.class_map)
+        scale = float(np.float32(self.params.delta_normalizer))
+        return found._replace(delta=found.delta * scale) if scale != 1 else found
 
     def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:
         p = self.params

@@ -13,8 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from pydarknet.errors import DarknetError
+from pydarknet.heads import Head
 from pydarknet.train.alexeyab_update import AlexeyABUpdate
 from pydarknet.train.schedule import learning_rate
+
+
+def training_heads(net: nn.Module) -> list[tuple[int, nn.Module]]:
+    """The layers that compute a training delta, with their indices: the detection heads, and the [yolo]
+    layer (it has its `delta` before it becomes a Head)."""
+    return [(i, layer) for i, layer in enumerate(net.layers) if isinstance(layer, Head) or hasattr(layer, "delta")]
 
 
 def _decayed_parameters(net: nn.Module) -> set[int]:
@@ -59,7 +66,7 @@ class Trainer:
 
     def _outputs(self) -> list[int]:
         """The layers whose deltas train the network: every detection head, else the output layer."""
-        heads = [i for i, _ in self.net.heads]
+        heads = [i for i, _ in training_heads(self.net)]
         if heads:
             return heads
         if self.net.kinds[self.net.output_index] == "softmax":
@@ -78,17 +85,25 @@ class Trainer:
         cost = (xent + n_cost * float((delta * delta).sum())) / (1 + n_cost)
         return delta * (1 + n_cost), cost
 
-    def _deltas(self, outputs: list[Tensor], truth: Tensor) -> tuple[list[Tensor], float]:
+    def _backward_targets(self, indices: list[int]) -> list[int]:
+        """Where each output's delta goes: the output itself, or the layer's input for the layers whose
+        Darknet backward passes their delta on unchanged ([yolo]: no derivative of its activation)."""
+        layers = self.net.layers
+        return [i - 1 if getattr(layers[i], "delta_to_input", False) else i for i in indices]
+
+    def _deltas(self, outputs: list[Tensor], truth: Tensor, net_size: tuple[int, int]) -> tuple[list[Tensor], float]:
         """Darknet's delta (target - output) for each output, and the network's cost: the mean over the
-        layers that have one (calc_network_cost)."""
-        heads = dict(self.net.heads)
+        layers that have one (calc_network_cost). The AlexeyAB dialect multiplies the deltas by its
+        loss_scale (the update divides by it)."""
+        heads = dict(training_heads(self.net))
         if not heads:
             delta, cost = self._softmax_delta(outputs[0], truth)
             return [delta], cost
         deltas, costs, self.last_stats = [], [], {}
+        scale = self.cfg.loss_scale if self.alexeyab is not None else 1.0
         for index, out in zip(self._outputs(), outputs):
-            found = heads[index].delta(out, truth, self.net.seen)
-            deltas.append(found.delta)
+            found = heads[index].delta(out, truth, self.net.seen, net_size=net_size)
+            deltas.append(found.delta * scale if scale != 1 else found.delta)
             costs.append(found.cost)
             self.last_stats[index] = found.stats
         return deltas, sum(costs) / len(costs)
@@ -104,6 +119,8 @@ class Trainer:
                                self.net.cfg_path)
         device = self.params[0].device
         indices = self._outputs()
+        targets = self._backward_targets(indices)
+        wanted = sorted(set(indices + targets))
         self.model.train()
         total = 0.0
         for start in range(0, images.shape[0], local):
@@ -111,12 +128,13 @@ class Trainer:
             t = truth[start:start + local]
             self.net.seen = self.net.seen + batch  # Darknet counts before the forward pass
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-                outputs = self.model(x, outputs=indices)
-            deltas, cost = self._deltas([o.float() for o in outputs], t)
+                found = dict(zip(wanted, self.model(x, outputs=wanted)))
+            deltas, cost = self._deltas([found[i].float() for i in indices], t, (x.shape[-1], x.shape[-2]))
             if not math.isfinite(cost):
                 raise FloatingPointError(f"loss is {cost} at seen={self.net.seen}")
             # Darknet sums gradients over the batch; DDP averages over ranks: undo the average.
-            torch.autograd.backward(outputs, [(-d * self.world_size).to(o.dtype) for o, d in zip(outputs, deltas)])
+            roots = [found[i] for i in targets]
+            torch.autograd.backward(roots, [(-d * self.world_size).to(o.dtype) for o, d in zip(roots, deltas)])
             total += cost
             if (self.net.seen // batch) % self.cfg.subdivisions == 0:
                 self.update()
