@@ -23,6 +23,7 @@ from torch import Tensor
 
 from pydarknet.heads import HeadDelta
 from pydarknet.heads.box_loss import Box, box_giou, box_iou, box_iou_kind, dx_box_iou
+from pydarknet.layers.batchnorm import batch_lane_sum, darknet_order
 from pydarknet.layers.yolo import FLT_MAX, YoloParams
 
 CLASS_MATCH_THRESH = 0.25  # compare_yolo_class: a slot "matches" a truth if any class prob exceeds this
@@ -207,8 +208,8 @@ def yolo_delta(params: YoloParams, biases: Tensor, output: Tensor, truth: Tensor
         label = table[label] if table is not None else label
         mult = multipliers.to(dev)[label] if multipliers is not None else torch.ones(len(b), device=dev)
         square = best_iou[b, a, c] * best_iou[b, a, c]
-        o = out[b, a, 4]
-        delta[b, a, 4] = obj_norm * ((square if p.objectness_smooth else 1) - o)
+        o = out[b, a, 4, c]
+        delta[b, a, 4, c] = obj_norm * ((square if p.objectness_smooth else 1) - o)
         probs = out[b, a, 5:, c]
         classes = _class_delta(p, probs, delta[b, a, 5:, c], label, multipliers)
         if p.objectness_smooth:
@@ -301,17 +302,29 @@ def _write_rounds(key: Tensor) -> Tensor:
     return rank
 
 
+def _sum_squares(delta: Tensor) -> float:
+    """pow(mag_array(delta), 2): under darknet_reduction_order() in Darknet's float32 order (its -Ofast loop:
+    four lane sums), else in double."""
+    if not darknet_order():
+        return float(delta.double().square().sum())
+    squares = delta.detach().float().cpu().numpy().reshape(1, -1) ** 2
+    magnitude = np.float32(np.sqrt(np.float64(batch_lane_sum(squares))))  # mag_array returns a float
+    return float(np.float32(np.float64(magnitude) ** 2))
+
+
 def _cost(p: YoloParams, delta: Tensor, stats: dict) -> float:
     """*l.cost, and the printed losses into `stats`: with show_details (default) the squared delta without
     the box entries (times obj_normalizer: Darknet's "class_loss"), and for the IoU losses the cost is that
     plus iou_normalizer times the mean (1 - IoU) (GIoU: 1 - GIoU) instead of the box deltas' squares."""
-    loss = float(delta.double().square().sum())
+    loss = _sum_squares(delta)
     count = max(stats["count"], 1)
     batch = stats["batch"]
     stats["loss"] = loss / batch
     if not p.show_details:
         return loss
-    classification = _f32(p.obj_normalizer) * float(delta[:, :, 4:].double().square().sum())
+    no_box = delta.clone()
+    no_box[:, :, :4] = 0  # the same array with the box entries zeroed (Darknet's order of the others kept)
+    classification = _f32(p.obj_normalizer) * _sum_squares(no_box)
     stats["class_loss"] = classification / batch
     stats["iou_loss"] = (loss - classification) / batch
     if p.iou_loss == "mse":
