@@ -1,6 +1,7 @@
 """AlexeyAB's weight update (update_network_gpu and the layers' update_*_gpu), and its EMA of the conv weights.
 
-Where it differs from pjreddie's update: `loss_scale` (the [yolo] delta that fills the update buffers is
+Where it differs from pjreddie's update: the layers' `learning_rate=` scale and their dont_update=,
+burnin_update=, train_only_bn= (skipped updates), `loss_scale` (the [yolo] delta that fills the update buffers is
 multiplied by it, so the step divides the rate by it and multiplies the decay by it), NaN/Inf repair of conv
 weights and their updates, [shortcut] weights (no decay, updates clipped to [-1, 1]), and with `ema_alpha`
 an exponential moving average of the conv layers' weights, biases and BN scales from max_batches/2 on,
@@ -23,10 +24,10 @@ CONV_WEIGHT, CONV_OTHER, SHORTCUT, CONNECTED_WEIGHT, CONNECTED_OTHER = range(5)
 EMA_APPLY_BEFORE_END = 1000  # ema_apply_point = max_batches - 1000
 
 
-def _roles(net: nn.Module) -> dict[int, tuple[int, bool]]:
-    """id(parameter) -> (rule, whether an EMA is kept for it)."""
+def _roles(net: nn.Module) -> dict[int, tuple[int, bool, int]]:
+    """id(parameter) -> (rule, whether an EMA is kept for it, its layer)."""
     roles = {}
-    for kind, layer in zip(net.kinds, net.layers):
+    for index, (kind, layer) in enumerate(zip(net.kinds, net.layers)):
         weights = {id(m.weight) for m in layer.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
         for p in layer.parameters():
             if kind == "shortcut":
@@ -35,7 +36,7 @@ def _roles(net: nn.Module) -> dict[int, tuple[int, bool]]:
                 rule = CONNECTED_WEIGHT if id(p) in weights else CONNECTED_OTHER
             else:
                 rule = CONV_WEIGHT if id(p) in weights else CONV_OTHER
-            roles[id(p)] = (rule, kind in ("convolutional", "conv"))
+            roles[id(p)] = (rule, kind in ("convolutional", "conv"), index)
     return roles
 
 
@@ -54,28 +55,42 @@ class AlexeyABUpdate:
         self.cfg: NetConfig = net.config
         roles = _roles(net)
         self.params = params
-        self.rules = [roles.get(id(p), (CONV_OTHER, False))[0] for p in params]
-        self.ema_kept = [roles.get(id(p), (CONV_OTHER, False))[1] for p in params]
+        self.rules = [roles.get(id(p), (CONV_OTHER, False, -1))[0] for p in params]
+        self.ema_kept = [roles.get(id(p), (CONV_OTHER, False, -1))[1] for p in params]
+        # each parameter's layer options (learning_rate=, dont_update=, burnin_update=, train_only_bn=)
+        options = getattr(net, "layer_training", None) or []
+        self.layer_options = [options[i] if 0 <= i < len(options) else {}
+                              for i in (roles.get(id(p), (CONV_OTHER, False, -1))[2] for p in params)]
         self.ema: list[Tensor] | None = None
+
+    def _skipped(self, options: dict[str, float], iteration: int) -> bool:
+        """update_network_gpu leaves a layer alone (its update buffers keep accumulating) during its
+        burnin_update*burn_in first iterations, up to iteration dont_update, or always with train_only_bn."""
+        burnin = options.get("burnin_update", 0)
+        return bool((burnin and burnin * self.cfg.burn_in > iteration) or options.get("train_only_bn", 0)
+                    or options.get("dont_update", 0) >= iteration)
 
     @torch.no_grad()
     def __call__(self, updates: list[Tensor], rate: float, iteration: int) -> None:
         """One update at `rate` after `iteration` (Darknet's cur_iteration, already incremented)."""
         cfg = self.cfg
         batch, scale = cfg.full_batch, cfg.loss_scale
-        for p, u, rule in zip(self.params, updates, self.rules):
+        for p, u, rule, options in zip(self.params, updates, self.rules, self.layer_options):
             if p.grad is not None:
                 u.sub_(p.grad)  # the negative summed gradient, as Darknet's *_updates
                 p.grad = None
+            if self._skipped(options, iteration):
+                continue
+            rate_l = rate * options.get("learning_rate", 1.0)  # the layer's learning_rate= scale
             if rule in (CONNECTED_WEIGHT, CONNECTED_OTHER):
                 # update_connected_layer_gpu unscales its buffers in place, then pjreddie's rule.
                 if scale != 1:
                     u.div_(scale)
                 if rule == CONNECTED_WEIGHT:
                     u.add_(p, alpha=-cfg.decay * batch)
-                p.add_(u, alpha=rate / batch)
+                p.add_(u, alpha=rate_l / batch)
             else:
-                step = rate / scale / batch
+                step = rate_l / scale / batch
                 if rule == CONV_WEIGHT:
                     u.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # reset_nan_and_inf
                     _fix_nan_and_inf(p)

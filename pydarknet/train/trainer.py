@@ -85,6 +85,13 @@ class Trainer:
         cost = (xent + n_cost * float((delta * delta).sum())) / (1 + n_cost)
         return delta * (1 + n_cost), cost
 
+    def _stopped_at(self, iteration: int) -> int:
+        """The highest layer with AlexeyAB's `stopbackward=1` (or `=N` while fewer than N iterations are done):
+        Darknet's backward stops there, so it and the layers before it get no gradient; -1 if none."""
+        stops = [i for i, opts in enumerate(self.net.layer_training)
+                 if opts.get("stopbackward", 0) == 1 or opts.get("stopbackward", 0) > iteration]
+        return max(stops, default=-1)
+
     def _backward_targets(self, indices: list[int]) -> list[int]:
         """Where each output's delta goes: the output itself, or the layer's input for the layers whose
         Darknet backward passes their delta on unchanged ([yolo]: no derivative of its activation)."""
@@ -135,6 +142,10 @@ class Trainer:
             # Darknet sums gradients over the batch; DDP averages over ranks: undo the average.
             roots = [found[i] for i in targets]
             torch.autograd.backward(roots, [(-d * self.world_size).to(o.dtype) for o, d in zip(roots, deltas)])
+            stop = self._stopped_at((self.net.seen - batch) // self.cfg.full_batch)
+            for layer in self.net.layers[: stop + 1]:
+                for p in layer.parameters():
+                    p.grad = None
             total += cost
             if (self.net.seen // batch) % self.cfg.subdivisions == 0:
                 self.update()

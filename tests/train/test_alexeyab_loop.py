@@ -1,5 +1,5 @@
 """AlexeyAB's `detector train` around the step: checkpoint names, `random=` resizing, the chart, and the loop
-wired to its data pipeline (with a stand-in [yolo] layer and delta until the real ones exist)."""
+wired to its data pipeline and the [yolo] delta."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import torch
 
 from pydarknet.data.datafile import DataOptions
 from pydarknet.errors import DarknetError
-from pydarknet.heads import Head, HeadDelta
-from pydarknet.layers.registry import BUILDERS, Built
+from pydarknet.layers.yolo import YoloLayer
 from pydarknet.train.chart import OFFSET, SIZE, TrainChart
 from pydarknet.train.loop import (
     TrainOptions,
@@ -103,6 +102,9 @@ stride=1
 activation=linear
 
 [yolo]
+mask=0,1,2
+anchors=8,10, 16,20, 30,28
+num=3
 classes=2
 jitter=.3
 resize=1.5
@@ -112,31 +114,20 @@ max=40
 
 
 @pytest.fixture()
-def stand_in_yolo(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """A [yolo] that passes its input through, and a delta that pulls the output to 0; records input sizes."""
+def yolo_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The input sizes the [yolo] layer sees."""
     sizes: list[tuple[int, int]] = []
+    forward = YoloLayer.forward
 
-    class Identity(Head):
-        classes = 2
+    def recording(self: YoloLayer, x: torch.Tensor) -> torch.Tensor:
+        sizes.append((x.shape[3], x.shape[2]))
+        return forward(self, x)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            sizes.append((x.shape[3], x.shape[2]))
-            return x
-
-        def delta(self, out: torch.Tensor, truth: torch.Tensor, seen: int) -> HeadDelta:
-            assert truth.shape[1:] == (40, 5)
-            return HeadDelta(-0.01 * out.detach(), float((out.detach() ** 2).sum()), {})
-
-    def build(sec, ctx):  # noqa: ANN001, ANN202
-        for key in ("classes", "jitter", "resize", "random", "max"):
-            sec.get_str(key)
-        return Built(Identity(), ctx.in_shape, "yolo")
-
-    monkeypatch.setitem(BUILDERS, "yolo", build)
+    monkeypatch.setattr(YoloLayer, "forward", recording)
     return sizes
 
 
-def test_alexeyab_loop_uses_its_pipeline_names_and_resizing(tmp_path: Path, stand_in_yolo):
+def test_alexeyab_loop_uses_its_pipeline_names_and_resizing(tmp_path: Path, yolo_sizes):
     from pydarknet.data.synthetic import make_shapes_dataset
 
     data = make_shapes_dataset(tmp_path / "set", n_train=6, n_valid=1, size=(64, 64), classes=("circle", "square"))
@@ -150,7 +141,7 @@ def test_alexeyab_loop_uses_its_pipeline_names_and_resizing(tmp_path: Path, stan
     assert names == ["chart_tiny.png", "tiny_4.weights", "tiny_ema.weights", "tiny_final.weights",
                      "tiny_last.weights"]
     # random=1: the first resize is the largest, round(1.4*64/32 + 1)*32 = 128 x round(1.4*48/32 + 1)*32 = 96
-    assert stand_in_yolo[0] == (128 // 2, 96 // 2)  # the [yolo] sees the stride-2 conv's output
+    assert yolo_sizes[0] == (128 // 2, 96 // 2)  # the [yolo] sees the stride-2 conv's output
 
 
 def test_map_schedule_of_detector_train_map():
