@@ -77,7 +77,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def weights_info(args: argparse.Namespace) -> int:
-    from pydarknet.export.convert import weights_info as info
+    from pydarknet.weights import weights_info as info
 
     for key, value in info(args.file, args.cfg).items():
         print(f"{key}: {('yes' if value else 'no') if isinstance(value, bool) else value}")

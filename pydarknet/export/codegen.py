@@ -35,7 +35,7 @@ def tree_tables(tree: Tree) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int,
     return torch.from_numpy(perm.astype("int64")), torch.from_numpy(inverse.astype("int64")), buckets
 
 
-class SourceWriter:
+class ClassWriter:
     """Collects the generated class: parameters and their pt keys, `__init__` lines, forward lines, helper
     methods and class constants. Layers write into it through `emit_source`."""
 
@@ -142,4 +142,4 @@ class SourceWriter:
 
 def codegen(net: Darknet, class_name: str = "DarknetModel") -> str:
     """Readable PyTorch source of one nn.Module class equivalent to `net` at inference."""
-    return SourceWriter(net).source(class_name)
+    return ClassWriter(net).source(class_name)

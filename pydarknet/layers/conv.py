@@ -16,7 +16,7 @@ from pydarknet.layers.batchnorm import DarknetBatchNorm, batch_lane_sum, darknet
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class _DarknetOrderConv(torch.autograd.Function):

@@ -13,7 +13,7 @@ from pydarknet.layers.conv import alexeyab_bflops
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class MaxPoolLayer(nn.Module):

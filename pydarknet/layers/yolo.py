@@ -17,7 +17,7 @@ from pydarknet.layers.registry import Built, Context, register
 from pydarknet.wordtree import read_map
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 FLT_MAX = float(np.finfo(np.float32).max)
 # AlexeyAB's enums, in their order (the numbers are what Darknet prints).

@@ -163,7 +163,7 @@ def load_for_training(cfg_file: str | Path, weights: str | Path | None, device: 
     `pydarknet partial`) fills the leading layers it covers and the rest keep their initialisation."""
     upto = None
     if weights is not None:
-        from pydarknet.export.convert import weights_info
+        from pydarknet.weights import weights_info
 
         info = weights_info(weights, cfg_file)
         if not info["fits"] and info["ends_at_layer"] and 0 < info["floats"] < info["expected_floats"]:

@@ -12,9 +12,9 @@ import pydarknet
 from conftest import FIXTURES
 from pydarknet.cli.main import main
 from pydarknet.errors import DarknetError
-from pydarknet.export import export_state_dict, load_pt, pt_to_weights, weights_info, weights_to_pt
+from pydarknet.export import export_state_dict, load_pt, pt_to_weights, weights_to_pt
 from pydarknet.network import build_network
-from pydarknet.weights import expected_floats
+from pydarknet.weights import expected_floats, weights_info
 
 NETS = ["mini_voc", "mini_tiny", "mini_cls", "mini_9k"]
 CONNECTED_CFG = ("[net]\nwidth=4\nheight=4\nchannels=3\n"
