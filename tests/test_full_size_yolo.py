@@ -55,3 +55,35 @@ def test_full_size_cfg(name, tmp_path):
         y = net.eval()(torch.rand(1, 3, 32, 32, generator=g))  # every cfg's strides divide 32
     last = max(i for i, kind in enumerate(net.kinds) if kind == "yolo")
     assert y.shape[:2] == (1, net.shapes[last].c) and torch.isfinite(y).all()
+
+
+def test_partial_yolov4_tiny_conv_29_starts_training(tmp_path):
+    """AlexeyAB's `partial cfg/yolov4-tiny.cfg yolov4-tiny.weights yolov4-tiny.conv.29 29`: the first 29
+    layers, seen restarted at 0, its header; `detector train` then loads those layers and initialises the rest."""
+    import struct
+
+    from pydarknet.cli.main import main
+    from pydarknet.train.loop import load_for_training
+
+    cfg = ROOT / "cfg" / "yolov4-tiny.cfg"
+    source = quiet_build("yolov4-tiny")
+    with torch.no_grad():
+        for t in source.state_dict().values():
+            if t.dtype.is_floating_point:
+                t.normal_(0, 0.1)
+    source.seen, source.weights_header = 64000, (0, 2, 0)
+    full, part = tmp_path / "yolov4-tiny.weights", tmp_path / "yolov4-tiny.conv.29"
+    source.save_weights(full)
+    assert main(["partial", str(cfg), str(full), str(part), "29"]) == 0
+    assert struct.unpack_from("<iiiQ", part.read_bytes()) == (0, 2, 5, 0)
+    counts = [sum(t.numel() for t in layer.darknet_params()) for _, layer in weighted_layers(source) if _ < 29]
+    assert len(part.read_bytes()) == 20 + 4 * sum(counts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.warns(UserWarning, match="first 29 layers"):
+            net = load_for_training(cfg, part, torch.device("cpu"))
+    for i, layer in enumerate(net.layers):
+        if list(layer.parameters()):
+            same = all(torch.equal(a, b) for a, b in zip(layer.state_dict().values(),
+                                                         source.layers[i].state_dict().values()))
+            assert same == (i < 29), i

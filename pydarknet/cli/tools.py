@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import pydarknet
 from pydarknet.network import build_network
+from pydarknet.weights import weights_info
 from pydarknet.zoo import model_cfg
 
 
@@ -15,8 +15,18 @@ def summary(args: argparse.Namespace) -> int:
 
 
 def partial(args: argparse.Namespace) -> int:
-    """Darknet's `partial`: load a full weights file and save only the first K layers."""
-    net = pydarknet.load(args.cfg, args.weights)
+    """Darknet's `partial`: the first K layers' weights into a new file (e.g. `yolov4.conv.137`: the first 137
+    layers of yolov4.weights). Only those are read, so the source may itself be a partial file. AlexeyAB's
+    also restarts `seen` at 0 and writes its own header version (0.2.5); pjreddie's keeps both."""
+    net = build_network(args.cfg)  # the trainable network: its weights are saved as they were read
+    info = weights_info(args.weights, args.cfg)
+    if info["fits"]:
+        net.load_weights(args.weights)
+    else:  # a partial file itself: read the layers it covers (the error names what is missing)
+        net.load_weights(args.weights, upto=max(args.k, info["layers_covered"]))
+    if net.dialect == "alexeyab":
+        net.seen = 0
+        net.weights_header = (0, 2, 5)
     net.save_weights(args.out, upto=args.k)
     print(f"Saving weights to {args.out}")
     return 0
