@@ -10,10 +10,11 @@ import pydarknet
 from pydarknet.data.datafile import read_data_file, read_list, resolve_path
 from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
+from pydarknet.evaluate.alexeyab_detector_map import CONF_THRESH, map_report
 from pydarknet.evaluate.coco_eval import require_pycocotools
 from pydarknet.evaluate.detector_map import map_from_data_file
 from pydarknet.evaluate.recall import recall_lines
-from pydarknet.evaluate.valid import validate_detector
+from pydarknet.evaluate.valid import VALID_THRESH, validate_detector
 
 
 def detector_valid(args: argparse.Namespace) -> int:
@@ -29,7 +30,13 @@ def detector_map(args: argparse.Namespace) -> int:
     if args.coco:
         require_pycocotools()  # before loading anything
     net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
-    result = map_from_data_file(net, args.data, args.thresh, args.iou, coco=args.coco)
+    if net.dialect == "alexeyab":
+        report, names = map_report(net, args.data, CONF_THRESH if args.thresh is None else args.thresh, args.iou,
+                                   args.points)
+        print("\n".join(report.lines(names)))
+        return 0
+    result = map_from_data_file(net, args.data, VALID_THRESH if args.thresh is None else args.thresh, args.iou,
+                                coco=args.coco)
     print(result.table())
     if args.pr_dir:
         paths = result.save_pr_curves(args.pr_dir)

@@ -91,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader", choices=("crop", "canvas"), default="crop",
                    help="augmentation: YOLOv2-era jitter crop (default) or the final commit's [.25, 2] scale "
                    "on a grey canvas")
+    p.add_argument("-map", "--map", dest="calc_map", action="store_true",
+                   help="AlexeyAB's cfgs: mAP@IOU on the valid= list every -mAP_epochs epochs (after burn_in, at "
+                   "least every 100 iterations, and at the end), <cfg>_best.weights, the mAP line on the chart")
+    p.add_argument("-thresh", "--thresh", type=float, default=0.25, help="with -map: the confidence of its "
+                   "precision/recall lines (default .25)")
+    p.add_argument("-iou_thresh", "--iou-thresh", dest="iou_thresh", type=float, default=0.5,
+                   help="with -map: the IoU of a true positive (default .5)")
+    p.add_argument("-mAP_epochs", "--map-epochs", dest="map_epochs", type=int, default=4,
+                   help="with -map: epochs of the train list between two mAPs (default 4)")
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.train:detector_train")
 
@@ -111,10 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func="pydarknet.cli.demo:detector_demo")
 
-    p = det.add_parser("map", help="VOC2010+ area and VOC2007 11-point AP per class on the valid list")
+    p = det.add_parser("map", help="AP per class and mAP on the valid list: AlexeyAB's report for the [yolo] "
+                       "family, else VOC2010+ area and VOC2007 11-point AP")
     _add_data_cfg_weights(p)
-    p.add_argument("-thresh", "--thresh", type=float, default=0.005)
-    p.add_argument("-iou", "--iou", type=float, default=0.5)
+    p.add_argument("-thresh", "--thresh", type=float, default=None,
+                   help="YOLOv2-era nets: the detection threshold (default .005); AlexeyAB's: the confidence of its "
+                   "precision/recall/F1 and average-IoU lines (default .25)")
+    p.add_argument("-iou_thresh", "-iou", "--iou-thresh", "--iou", dest="iou", type=float, default=0.5,
+                   help="IoU with a label box that makes a true positive (default .5)")
+    p.add_argument("-points", "--points", type=int, default=0, help="AlexeyAB's nets: 0 area under the curve "
+                   "(default), 11 VOC2007, 101 COCO recall points")
     p.add_argument("--coco", action="store_true", help="also COCO mAP@[.5:.95] (needs pycocotools: the coco extra)")
     p.add_argument("--pr-dir", default=None, help="write a precision-recall curve PNG per class here")
     _add_device(p)

@@ -17,7 +17,9 @@ def _options(args: argparse.Namespace, **extra) -> TrainOptions:
 
 
 def detector_train(args: argparse.Namespace) -> int:
-    final = train_detector(args.data, args.cfg, args.weights, _options(args, loader=args.loader))
+    final = train_detector(args.data, args.cfg, args.weights, _options(
+        args, loader=args.loader, calc_map=args.calc_map, map_thresh=args.thresh, map_iou=args.iou_thresh,
+        map_epochs=args.map_epochs))
     if is_main_process():
         print(f"Saved {final}")
     return 0

@@ -54,9 +54,10 @@ def net_classes(net) -> int:  # noqa: ANN001
 def iter_detections(net, images: Sequence[str], classes: int | None = None,  # noqa: ANN001
                     relative_to: str | Path | None = None, thresh: float = VALID_THRESH,
                     nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int = 8,
-                    progress: bool = True) -> Iterator[ImageDetections]:
-    """Each listed image's detections as validate_detector computes them (`classes`: default l.classes)."""
-    detector = Detector(net, thresh=thresh, hier_thresh=VALID_HIER, nms=nms, command="valid", relative=False,
+                    progress: bool = True, relative: bool = False) -> Iterator[ImageDetections]:
+    """Each listed image's detections as validate_detector computes them (`classes`: default l.classes);
+    boxes in pixels of the image, or with `relative` relative to it (AlexeyAB's validate_detector_map)."""
+    detector = Detector(net, thresh=thresh, hier_thresh=VALID_HIER, nms=nms, command="valid", relative=relative,
                         class_map=class_map, classes=classes, batch_size=batch_size)
     net.eval()
     paths = (resolve_path(name, relative_to) for name in images)

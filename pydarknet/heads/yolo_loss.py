@@ -147,6 +147,8 @@ def _truth_rows(truth: Tensor, p: YoloParams) -> tuple[Tensor, Tensor]:
     (class in range; Darknet skips the others)."""
     rows = truth.detach().float()[:, : p.max_boxes, :5]
     listed = (rows[..., 0] != 0).int().cummin(1).values.bool()
+    longest = int(listed.sum(1).max()) if listed.numel() else 0
+    rows, listed = rows[:, :longest], listed[:, :longest]  # the zero rows after every list: never read
     label = rows[..., 4]
     return rows, listed & (label >= 0) & (label < p.classes)
 

@@ -39,6 +39,10 @@ class TrainOptions:
     seed: int = 0
     progress: bool = True
     loader: str = "crop"
+    calc_map: bool = False  # AlexeyAB's -map: mAP on the valid list during training
+    map_thresh: float = 0.25  # its -thresh
+    map_iou: float = 0.5  # its -iou_thresh
+    map_epochs: int = 4  # its -mAP_epochs
 
 
 class GlobalBatchSampler(Sampler[list[SampleKey]]):
@@ -360,9 +364,16 @@ def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
     chart = TrainChart(max_batches, cfg.max_chart_loss)
     # train_detector's avg_time: a slow moving average of the hours left at the last iteration's pace
     clock = {"last": time.time(), "hours": -1.0}
+    mapper = None
+    if opts.calc_map:
+        from pydarknet.train.training_map import TrainingMap
+
+        mapper = TrainingMap.start(session.options, net, len(dataset), base, session.backup, opts.map_thresh,
+                                   opts.map_iou, opts.map_epochs, max_batches)
 
     def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float) -> str:
-        return (f" {i}: {loss:f}, {avg:f} avg loss, {rate:f} rate, {seconds:f} seconds, {i * cfg.full_batch} "
+        return ((mapper.header() + "\n" if mapper else "")
+                + f" {i}: {loss:f}, {avg:f} avg loss, {rate:f} rate, {seconds:f} seconds, {i * cfg.full_batch} "
                 f"images, {max(clock['hours'], 0.0):f} hours left")
 
     def draw(i: int, avg_loss: float) -> None:
@@ -370,7 +381,8 @@ def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
         left = (max_batches - i) * (now - clock["last"]) / 3600
         clock["last"] = now
         clock["hours"] = left if clock["hours"] < 0 else 0.01 * left + 0.99 * clock["hours"]
-        chart.add(i, avg_loss, hours_left=clock["hours"])
+        mean_ap = mapper.after(i, net, lambda text: tqdm.write(text, file=sys.stdout)) if mapper else None
+        chart.add(i, avg_loss, map_value=mean_ap, hours_left=clock["hours"])
         if chart.due(i):
             chart.save(session.backup / f"chart_{base}.png")
 
@@ -387,6 +399,8 @@ def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions)
         raise DarknetError("detector train needs a detection layer ([region] or [yolo])", session.cfg_file)
     if net.dialect == "alexeyab":
         return _train_alexeyab_detector(session, opts)
+    if opts.calc_map and session.info.is_main:
+        warnings.warn("-map is AlexeyAB's (the [yolo] family's cfgs): ignored for this YOLOv2-era cfg", stacklevel=2)
     region = net.heads[-1][1]  # Darknet takes jitter, random, max from the last detection layer
     cfg = net.config
     max_batches = opts.max_batches if opts.max_batches is not None else cfg.max_batches
