@@ -1,10 +1,13 @@
-"""Train the shapes detector from scratch with `pydarknet detector train`; record mAP@.5 vs minutes.
+"""Train a shapes detector from scratch with `pydarknet detector train`; record mAP@.5 vs minutes.
 
     python benchmarks/train_shapes.py --minutes 20 [--install]
+    python benchmarks/train_shapes.py --cfg shapes-yolov4-tiny --minutes 20
 
-Darknet's checkpoint schedule saves `shapes_<i>.weights` every 100 updates (below 1000); each is
-scored afterwards on the held-out list, its time taken from the file's mtime. `--install` copies the
-final weights to models/shapes.weights and a held-out image to data/shapes.jpg.
+`--cfg` names a cfg in cfg/: `shapes` (YOLOv2 region, pjreddie's training) or `shapes-yolov4-tiny` (two
+[yolo] heads, AlexeyAB's training). A checkpoint every 100 updates (Darknet's schedule below 1000 for
+pjreddie's cfgs; `saveweights=100` in the .data file for AlexeyAB's) is scored afterwards on the held-out
+list (VOC2010+ area AP, the same for both), its time taken from the file's mtime. `--install` (shapes only)
+copies the final weights to models/shapes.weights and a held-out image to data/shapes.jpg.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=20.0)
-    ap.add_argument("--workdir", default="/tmp/pydarknet-shapes")
+    ap.add_argument("--cfg", default="shapes", help="a cfg of cfg/ (default shapes)")
+    ap.add_argument("--workdir", default=None, help="default /tmp/pydarknet-<cfg>")
     ap.add_argument("--train", type=int, default=4000)
     ap.add_argument("--valid", type=int, default=300)
     ap.add_argument("--workers", type=int, default=2)
@@ -41,14 +45,19 @@ def main() -> int:
     ap.add_argument("--install", action="store_true")
     args = ap.parse_args()
 
-    work = Path(args.workdir)
+    if args.install and args.cfg != "shapes":
+        ap.error("--install installs the shapes model only")
+    work = Path(args.workdir or f"/tmp/pydarknet-{args.cfg}")
     data = work / "shapes.data"
+    cfg = ROOT / "cfg" / f"{args.cfg}.cfg"
     if not data.exists():
         make_shapes_dataset(work, n_train=args.train, n_valid=args.valid, size=(128, 128), seed=1)
+        if pydarknet.load(cfg).dialect == "alexeyab":  # its default saves every 1000 updates
+            data.write_text(data.read_text() + "saveweights=100\n")
     backup = Path(read_data_file(data)["backup"])
-    cfg = ROOT / "cfg" / "shapes.cfg"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.workers} loader workers")
+          f"{torch.get_num_threads()} threads, {args.workers} loader workers, load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at the start")
     if args.eval_only:
         log = (backup / "train.log").read_text()
         start, wall = float(log.splitlines()[0].split()[1]), float(log.splitlines()[0].split()[2])
@@ -59,6 +68,7 @@ def main() -> int:
                str(args.workers), "--minutes", str(args.minutes), "--darknet-log"]
         run = subprocess.run(cmd, check=True, capture_output=True, text=True)
         wall = time.time() - start
+        print(f"# load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end of training")
         summary = re.findall(r"^\d+ iterations, .*$", run.stderr, re.M)
         log = run.stdout + "".join(f"# {line}\n" for line in summary)  # images/s, data-wait share
         (backup / "train.log").write_text(f"# {start} {wall}\n{log}")
@@ -70,7 +80,8 @@ def main() -> int:
           f"{batches * net_cfg.full_batch / wall:.1f} images/s (data loading included)")
 
     print("minutes  batch  avg_loss  mAP@.5")
-    checkpoints = sorted(backup.glob("shapes_*.weights"), key=lambda p: p.stat().st_mtime)
+    numbered = (p for p in backup.glob(f"{cfg.stem}_*.weights") if re.search(r"_(\d+|final)\.weights$", p.name))
+    checkpoints = sorted(numbered, key=lambda p: p.stat().st_mtime)
     valid = Path(read_data_file(data)["valid"]).read_text().split()
     names = Path(read_data_file(data)["names"]).read_text().split()
     best = None
@@ -84,7 +95,7 @@ def main() -> int:
         best = result
     if best is not None:
         print(best.table())
-    net = pydarknet.load(cfg, backup / "shapes_final.weights")
+    net = pydarknet.load(cfg, backup / f"{cfg.stem}_final.weights")
     x = torch.rand(8, 3, net.config.height, net.config.width)
     with torch.no_grad():
         net(x)
