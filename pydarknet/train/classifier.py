@@ -91,7 +91,7 @@ def _train(session: Session, opts: TrainOptions) -> Path:
     images = len(dataset)
     base = session.cfg_file.stem
 
-    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float) -> str:
+    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float, stats: dict) -> str:
         return (f"{i}, {seen / images:.3f}: {loss:f}, {avg:f} avg, {rate:f} rate, {seconds:f} seconds, "
                 f"{seen} images")
 

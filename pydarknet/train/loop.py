@@ -222,7 +222,7 @@ def open_session(data_file: str | Path, cfg_file: str | Path, weights: str | Pat
     return Session(options, train_list, backup, net, Path(cfg_file), device, info)
 
 
-LogLine = Callable[[int, int, float, float, float, float], str]
+LogLine = Callable[[int, int, float, float, float, float, dict], str]
 
 
 def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions, *, max_batches: int | None,
@@ -233,7 +233,8 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
     global random batches on every rank, DDP, the progress bar, NaN stop, checkpoints written atomically
     by rank 0 under the names `checkpoints(batch_num, seen)` gives after each iteration (a `*_ema.weights`
     holds the EMA of the weights, once there is one), `final_name` at the end.
-    `log_line(batch_num, seen, loss, avg_loss, rate, seconds)` is Darknet's per-iteration line;
+    `log_line(batch_num, seen, loss, avg_loss, rate, seconds, stats)` is Darknet's per-iteration text (`stats`:
+    the trainer's last_stats, each head's values of the lines Darknet prints for it);
     `before_batch(count, batch_num)` runs before each iteration's data is drawn (multi-scale),
     `after_batch(batch_num, avg_loss)` after each iteration on rank 0 (the chart)."""
     net, info, device, backup = session.net, session.info, session.device, session.backup
@@ -276,7 +277,8 @@ def run_training(session: Session, dataset: ImageListDataset, opts: TrainOptions
             if info.is_main:
                 rate = trainer.last_lr
                 if opts.darknet_log:
-                    tqdm.write(log_line(i, net.seen, loss, avg_loss, rate, time.time() - t0), file=sys.stdout)
+                    tqdm.write(log_line(i, net.seen, loss, avg_loss, rate, time.time() - t0, trainer.last_stats),
+                               file=sys.stdout)
                 bar.update(i - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}", avg=f"{avg_loss:.3f}", lr=f"{rate:.2g}",
                                 img_s=f"{imgs / max(time.time() - t0, 1e-9):.1f}",
@@ -341,6 +343,7 @@ def _detection_dataset(session: Session, data_file: str | Path, opts: TrainOptio
 def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
     """AlexeyAB's train_detector: its data pipeline, `random=` resizing, checkpoint names, chart and line."""
     from pydarknet.data.alexeyab_dataset import AlexeyABDetectionDataset, head_train_options
+    from pydarknet.heads.yolo_loss import bbox_line, report_line
     from pydarknet.train.chart import TrainChart
 
     net, cfg = session.net, session.net.config
@@ -371,10 +374,18 @@ def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
         mapper = TrainingMap.start(session.options, net, len(dataset), base, session.backup, opts.map_thresh,
                                    opts.map_iou, opts.map_epochs, max_batches)
 
-    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float) -> str:
-        return ((mapper.header() + "\n" if mapper else "")
+    bbox = {"total": 0, "rewritten": 0}  # Darknet's counters run over the whole training
+
+    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float, stats: dict) -> str:
+        """The last subdivision's [yolo] lines (Darknet prints them at every one), then train_detector's."""
+        lines = [report_line(k, net.layers[k].params, s) for k, s in stats.items() if "tot_iou" in s]
+        bbox["total"] += sum(s["total_bbox"] for s in stats.values() if "tot_iou" in s)
+        bbox["rewritten"] += sum(s["rewritten_bbox"] for s in stats.values() if "tot_iou" in s)
+        if bbox["total"]:
+            lines.append(bbox_line(bbox["total"], bbox["rewritten"]))
+        return "\n".join(lines + [(mapper.header() + "\n" if mapper else "")
                 + f" {i}: {loss:f}, {avg:f} avg loss, {rate:f} rate, {seconds:f} seconds, {i * cfg.full_batch} "
-                f"images, {max(clock['hours'], 0.0):f} hours left")
+                f"images, {max(clock['hours'], 0.0):f} hours left"])
 
     def draw(i: int, avg_loss: float) -> None:
         now = time.time()
@@ -413,7 +424,7 @@ def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions)
             size = multiscale_size(size_rng, cfg.width, batch_num, max_batches)
             dataset.set_size(size, size)
 
-    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float) -> str:
+    def log_line(i: int, seen: int, loss: float, avg: float, rate: float, seconds: float, stats: dict) -> str:
         return f"{i}: {loss:f}, {avg:f} avg, {rate:f} rate, {seconds:f} seconds, {i * cfg.full_batch} images"
 
     return run_training(session, dataset, opts, max_batches=max_batches,
