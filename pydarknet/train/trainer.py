@@ -103,11 +103,11 @@ class Trainer:
         layers that have one (calc_network_cost). The AlexeyAB dialect multiplies the deltas by its
         loss_scale (the update divides by it)."""
         heads = dict(training_heads(self.net))
+        scale = self.cfg.loss_scale if self.alexeyab is not None else 1.0
         if not heads:
             delta, cost = self._softmax_delta(outputs[0], truth)
-            return [delta], cost
+            return [delta * scale if scale != 1 else delta], cost
         deltas, costs, self.last_stats = [], [], {}
-        scale = self.cfg.loss_scale if self.alexeyab is not None else 1.0
         for index, out in zip(self._outputs(), outputs):
             found = heads[index].delta(out, truth, self.net.seen, net_size=net_size)
             deltas.append(found.delta * scale if scale != 1 else found.delta)
