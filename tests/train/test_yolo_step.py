@@ -109,3 +109,20 @@ def test_gpu_semantics_differ_where_the_cpu_build_loses_gradients(name):
     assert off[f"layers.{last}.conv.weight"] < MOVE_TOL
     assert max(off.values()) > 0.2
     assert any(not torch.equal(p, before[k]) for k, p in net.named_parameters() if k.endswith("bn.bias"))
+
+
+def test_loss_scale_multiplies_the_delta_and_divides_the_step():
+    """loss_scale (mixed-precision headroom): the [yolo] delta is multiplied by it and the update divides it
+    out, so two steps move the weights as without it (the rounding aside)."""
+    moved = []
+    for scale in (1.0, 8.0):
+        net = _fixture_net("mini_v4tiny")
+        net.config.loss_scale = scale
+        before = {k: v.detach().clone() for k, v in net.named_parameters()}
+        trainer = Trainer(net)
+        images, truth = _batch("mini_v4tiny")
+        for _ in range(2):
+            trainer.step(images, truth)
+        moved.append({k: p.detach() - before[k] for k, p in net.named_parameters()})
+    for k, a in moved[0].items():
+        torch.testing.assert_close(moved[1][k], a, rtol=1e-4, atol=1e-4 * float(a.abs().max()), msg=k)
