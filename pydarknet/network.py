@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from pydarknet import layers as _layers  # noqa: F401  (fills the registry)
 from pydarknet.cfg import Section, parse_cfg
 from pydarknet.errors import DarknetError
-from pydarknet.layers.registry import Built, Context, Shape, build_layer
+from pydarknet.layers.registry import VARIANTS, Built, Context, Shape, build_layer
 from pydarknet.netconfig import NetConfig, parse_net
 
 # Layers that take Darknet's flat vectors as they are. A [softmax] output has no spatial layout (Darknet
@@ -31,8 +31,10 @@ def cfg_dialect(sections: list[Section]) -> str:
 class Darknet(nn.Module):
     """A Darknet network. `forward` returns the last non-[cost] layer's output in Darknet's layout."""
 
-    def __init__(self, sections: list[Section], cfg_path: str | Path = "<cfg>") -> None:
+    def __init__(self, sections: list[Section], cfg_path: str | Path = "<cfg>", variant: str = "exact") -> None:
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
         self.cfg_path = Path(cfg_path)
         self.sections = sections
         self.config: NetConfig = parse_net(sections[0])
@@ -43,7 +45,7 @@ class Darknet(nn.Module):
         built: list[Built] = []
         flat: list[bool] = []  # outputs that are (batch, n) vectors, not (batch, c, h, w)
         for index, sec in enumerate(sections[1:]):
-            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect)
+            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect, variant)
             b = build_layer(sec, ctx)
             reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)
             reads_flat = any(flat[i] for i in reads)
@@ -70,9 +72,6 @@ class Darknet(nn.Module):
         self.output_index = max(i for i, k in enumerate(self.kinds) if k != "cost" or i == 0)
         self.register_buffer("_seen", torch.zeros((), dtype=torch.int64), persistent=True)
         self.weights_header: tuple[int, int, int] = (0, 2, 0)
-        # Set by the CPU fast path (pydarknet.fast): its packed weights are laid out for one image, so a
-        # batch runs image by image, and some of its layers overwrite their input.
-        self.inference_optimized = False
 
     @property
     def seen(self) -> int:
@@ -102,14 +101,10 @@ class Darknet(nn.Module):
         return outputs
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.inference_optimized and len(x) > 1:
-            return torch.cat([self._run(x[i:i + 1], keep_all=False)[self.output_index] for i in range(len(x))])
         return self._run(x, keep_all=False)[self.output_index]
 
     def layer_outputs(self, x: Tensor) -> list[Tensor]:
         """Every layer's output in order (index 0 = first layer after [net])."""
-        if self.inference_optimized:
-            raise DarknetError("layer outputs need the network as loaded: the fast path overwrites some of them")
         return self._run(x, keep_all=True)
 
     def summary(self) -> str:
@@ -120,13 +115,6 @@ class Darknet(nn.Module):
         lines.append(f"Floating Point Operations: {total}")
         lines.append(f"Floating Point Operations: {total / 1e9:.2f} Bn")
         return "\n".join(lines)
-
-    def fold_batchnorm(self) -> Darknet:
-        """Fold BatchNorm into conv weights for inference (changes float rounding slightly)."""
-        for layer in self.layers:
-            if hasattr(layer, "fold_batchnorm"):
-                layer.fold_batchnorm()
-        return self
 
     def detect(self, images, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.45,  # noqa: ANN001
                letterbox: bool = True):  # noqa: ANN201
@@ -148,5 +136,7 @@ class Darknet(nn.Module):
         load_weights(self, path, upto=upto)
 
 
-def build_network(cfg_path: str | Path) -> Darknet:
-    return Darknet(parse_cfg(cfg_path), cfg_path)
+def build_network(cfg_path: str | Path, variant: str = "exact") -> Darknet:
+    """The network of a cfg file: "exact" (trainable, Darknet's arithmetic) or "fast" (inference
+    variants of its layers, `pydarknet.layers.registry.Context.variant`)."""
+    return Darknet(parse_cfg(cfg_path), cfg_path, variant)

@@ -16,7 +16,7 @@ from pydarknet.image import load_image
 def classifier_predict(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
     top = args.top if args.top is not None else int(options.get("top", 1) or 1)
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
     classes = net.shapes[net.output_index].size
     names = read_data_names(options, classes)
     start = time.time()

@@ -16,7 +16,7 @@ from pydarknet.errors import DarknetError
 
 def detector_demo(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
     if net.region is None:
         raise DarknetError("has no [region] layer: `detector demo` needs a detector", args.cfg)
     names = read_data_names(options, net.region.params.classes)

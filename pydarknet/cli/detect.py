@@ -85,7 +85,7 @@ def run_detection(net, names: list[str], images: list[Path], args: argparse.Name
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
     if net.region is None:
         raise DarknetError("has no [region] layer: use `classifier predict` for classifiers", args.cfg)
     return net

@@ -17,7 +17,7 @@ from pydarknet.evaluate.valid import validate_detector
 
 
 def detector_valid(args: argparse.Namespace) -> int:
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
     start = time.time()
     paths = validate_detector(net, args.data, args.out)
     print(f"Total Detection Time: {time.time() - start:f} Seconds", file=sys.stderr)
@@ -28,7 +28,7 @@ def detector_valid(args: argparse.Namespace) -> int:
 def detector_map(args: argparse.Namespace) -> int:
     if args.coco:
         require_pycocotools()  # before loading anything
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
     result = map_from_data_file(net, args.data, args.thresh, args.iou, coco=args.coco)
     print(result.table())
     if args.pr_dir:
@@ -43,7 +43,7 @@ def detector_recall(args: argparse.Namespace) -> int:
         raise DarknetError("has no valid= list", args.data)
     valid = resolve_path(options["valid"], args.data)
     images = read_list(valid)
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
     for line in recall_lines(net, images, valid):
         print(line, file=sys.stderr, flush=True)  # Darknet prints these on stderr
     return 0

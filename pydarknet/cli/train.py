@@ -36,5 +36,5 @@ def classifier_valid(args: argparse.Namespace) -> int:
     from pydarknet.train.classifier import validate_classifier
 
     # Darknet's running line per image: the last one is the result.
-    validate_classifier(args.data, args.cfg, args.weights, args.device, args.top, log=print)
+    validate_classifier(args.data, args.cfg, args.weights, args.device, args.top, log=print, exact=args.exact)
     return 0
