@@ -37,7 +37,7 @@ def _run_from_darknet_layout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def fixture_net(name: str) -> pydarknet.Darknet:
-    return pydarknet.load(FIXTURES / name / "net.cfg", FIXTURES / name / "net.weights")
+    return pydarknet.load(FIXTURES / name / "net.cfg", FIXTURES / name / "net.weights", exact=True)
 
 
 def fixture_batch(net: pydarknet.Darknet, name: str, size: int) -> torch.Tensor:

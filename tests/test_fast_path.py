@@ -325,7 +325,7 @@ def test_inference_commands_default_to_the_fast_network(command, monkeypatch, tm
         raise DarknetError("stop here")
 
     monkeypatch.setattr(pydarknet, "load", load)
-    monkeypatch.setattr("pydarknet.cli.main.keep_freed_memory", lambda: True)  # not for this process
+    monkeypatch.setattr("pydarknet.malloc.keep_freed_memory", lambda: True)  # not for this process
     valid_data = tmp_path / "valid.data"
     (tmp_path / "valid.txt").write_text("data/dog.jpg\n")
     valid_data.write_text(f"valid={tmp_path / 'valid.txt'}\nnames=data/voc.names\nlabels=data/voc.names\nclasses=20\n")
@@ -337,7 +337,7 @@ def test_inference_commands_default_to_the_fast_network(command, monkeypatch, tm
 
 
 # A 64 MB malloc, then whether glibc mapped it (its default: over the dynamic mmap threshold, at most
-# 32 MB) or served it from the heap (keep_freed_memory's 1 GiB threshold). Prints "mapped" or "heap".
+# 32 MB) or served it from the heap (keep_freed_memory's 256 MB threshold). Prints "mapped" or "heap".
 MALLOC_PROBE = """
 import ctypes
 libc = ctypes.CDLL(None)

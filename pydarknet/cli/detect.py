@@ -10,10 +10,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import pydarknet
+from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.detect import decode_detections, detection_records, draw, network_input
-from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
 from pydarknet.image import load_image, save_image
 from pydarknet.names import default_names, read_names
@@ -85,7 +84,7 @@ def run_detection(net, names: list[str], images: list[Path], args: argparse.Name
 
 
 def _load(args: argparse.Namespace):  # noqa: ANN202
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), exact=args.exact)
+    net = load_network(args)
     if net.region is None:
         raise DarknetError("has no [region] layer: use `classifier predict` for classifiers", args.cfg)
     return net

@@ -11,7 +11,6 @@ import sys
 import warnings
 
 from pydarknet.errors import DarknetError
-from pydarknet.malloc import keep_freed_memory
 
 HIER_HELP = ("WordTree threshold (YOLO9000): from the root group, take the group's most likely class and "
              "descend into its children while p*P > HIER, where P is that class's probability (its "
@@ -25,11 +24,10 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
-    """An inference command: the fast network unless --exact; the process keeps freed memory."""
+    """An inference command: the inference network unless --exact (pydarknet.cli.network)."""
     p.add_argument("--exact", action="store_true", help="run the network with Darknet's arithmetic (slower) "
                    "instead of the inference network, whose outputs are within float rounding of it "
                    "(see pydarknet.fast)")
-    p.set_defaults(inference=True)
     _add_device(p)
 
 
@@ -240,8 +238,6 @@ def _call(target: str, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "inference", False):
-        keep_freed_memory()  # this process runs passes of one network: keep their memory for the next
     warnings.simplefilter("default")
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
     try:
