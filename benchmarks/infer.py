@@ -90,20 +90,21 @@ def _ablation_net(cfg: str, weights: str, levers: list[str]):  # noqa: ANN202
     from pydarknet.layers.fast_conv import FastConv
     from pydarknet.network import build_network
 
-    if "malloc" in levers:
-        pydarknet.keep_freed_memory()
     if not {"fold", "packed", "winograd"} & set(levers):
-        return pydarknet.load(cfg, weights, exact=True), "inference_mode" in levers
-    net = build_network(cfg, "fast")
-    net.load_weights(weights)
-    net.eval()
-    if "fold" in levers:
-        for conv in (m for m in net.modules() if isinstance(m, FastConv)):
-            conv.fold()
+        net = pydarknet.load(cfg, weights, exact=True)
     else:
-        prepare(net, winograd="winograd" in levers)
+        net = build_network(cfg, "fast")
+        net.load_weights(weights)
+        net.eval()
+        if "fold" in levers:
+            for conv in (m for m in net.modules() if isinstance(m, FastConv)):
+                conv.fold()
+        else:
+            prepare(net, winograd="winograd" in levers)
     if "channels_last" in levers:
         net.to(memory_format=torch.channels_last)
+    if "malloc" in levers:
+        pydarknet.keep_freed_memory()  # after the load, as the CLI
     return net, "inference_mode" in levers
 
 
@@ -173,8 +174,8 @@ def pydarknet_worker(spec: dict) -> None:
     if recipe == "exact":
         net = pydarknet.load(spec["cfg"], spec["weights"], exact=True)
     elif recipe == "fast":  # the default network, in a process set up as the CLI sets up its own
-        pydarknet.keep_freed_memory()
         net = pydarknet.load(spec["cfg"], spec["weights"])
+        pydarknet.keep_freed_memory()
     else:
         net, inference = _ablation_net(spec["cfg"], spec["weights"], recipe)
         mode = torch.inference_mode if inference else torch.no_grad

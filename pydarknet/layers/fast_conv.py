@@ -116,11 +116,11 @@ class FastConv(nn.Module):
         """Run as the BN-folded conv (what the variant is off the CPU), from any copy of the weights."""
         if self.weight is not None:
             return
+        like = self.source.conv.weight if self.source is not None else self.bias  # the module's device, dtype
         weight = self._dense_weight()
-        device = self.source.conv.weight.device if self.source is not None else self.bias.device
         bias = self._source_bias() if self.source is not None else self.bias
-        self.weight = nn.Parameter(weight.detach().to(device), requires_grad=False)
-        self.bias = nn.Parameter(bias.detach().to(device), requires_grad=False)
+        self.weight = nn.Parameter(weight.detach().to(like), requires_grad=False)
+        self.bias = nn.Parameter(bias.detach().to(like), requires_grad=False)
         self.source = None
         self.plans.clear()
 
