@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TypeVar
 
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from pydarknet.layers.fast_conv import FastConv
 from pydarknet.malloc import trim_heap
+
+Net = TypeVar("Net", bound=nn.Module)
 
 
 class _SkipInit(TorchFunctionMode):
@@ -37,7 +40,7 @@ def skip_init() -> Iterator[None]:
         yield
 
 
-def prepare(net: nn.Module, winograd: bool = True) -> nn.Module:
+def prepare(net: Net, winograd: bool = True) -> Net:
     """Pack every fast conv of `net` for the input size its cfg gives (fold them off the CPU), so that
     the first call runs at full speed; the plain weights go. Largest weights first: each packed conv
     holds more than the weights it replaces, so the memory in use peaks at the end, where the

@@ -92,6 +92,9 @@ class FastConv(nn.Module):
             raise DarknetError(INFERENCE_ONLY.format("trained"))
         return super().train(False)
 
+    def state_dict(self, *args, **kwargs) -> dict:  # noqa: ANN002, ANN003
+        raise DarknetError(INFERENCE_ONLY.format("saved"))
+
     def darknet_params(self) -> list[Tensor]:
         """The tensors pydarknet.weights fills, in Darknet's order (until the weights are packed)."""
         if self.source is None:
