@@ -249,11 +249,12 @@ def test_fast_layer_outputs_match_exact():
 def test_fast_net_refuses_training_and_saving(tmp_path):
     infer_dir = infer_dirs(["mini_voc"])[0]
     net = _fast(infer_dir)
-    with pytest.raises(DarknetError, match="cannot be saved: load it with exact=True"):
+    with pytest.raises(DarknetError, match=r"cannot be saved or given other weights \(load it with exact=True"):
         net.save_weights(tmp_path / "x.weights")
     assert not (tmp_path / "x.weights").exists()
-    with pytest.raises(DarknetError, match="cannot be saved"):
-        net.state_dict()
+    for refused in (net.state_dict, lambda: net.load_weights(infer_dir.parent / "net.weights")):
+        with pytest.raises(DarknetError, match="cannot be saved or given other weights"):
+            refused()
     with pytest.raises(DarknetError, match="cannot be trained: load it with exact=True"):
         net.train()
 

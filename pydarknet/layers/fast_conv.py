@@ -31,7 +31,9 @@ FUSED = {"linear": ("none", []), "leaky": ("leaky_relu", [0.1]), "relu": ("relu"
 # its layout is one another size's plan already has.
 PLAN_SHAPES = 3
 
-INFERENCE_ONLY = "a network loaded for inference (the default) cannot be {}: load it with exact=True"
+NOT_TRAINABLE = "a network loaded for inference (the default) cannot be trained: load it with exact=True"
+PACKED = ("a network loaded for inference (the default) holds its weights packed: it cannot be saved or given "
+          "other weights (load it with exact=True)")
 
 
 def layout(packed: Tensor) -> bytes:
@@ -89,16 +91,16 @@ class FastConv(nn.Module):
 
     def train(self, mode: bool = True) -> FastConv:
         if mode:
-            raise DarknetError(INFERENCE_ONLY.format("trained"))
+            raise DarknetError(NOT_TRAINABLE)
         return super().train(False)
 
     def state_dict(self, *args, **kwargs) -> dict:  # noqa: ANN002, ANN003
-        raise DarknetError(INFERENCE_ONLY.format("saved"))
+        raise DarknetError(PACKED)
 
     def darknet_params(self) -> list[Tensor]:
         """The tensors pydarknet.weights fills, in Darknet's order (until the weights are packed)."""
         if self.source is None:
-            raise DarknetError(INFERENCE_ONLY.format("saved"))
+            raise DarknetError(PACKED)
         return self.source.darknet_params()
 
     @property
