@@ -472,7 +472,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer passes")
     parser.add_argument("--iters", type=int, default=None, help="timed passes per engine and row")
     parser.add_argument("--engines", default="exact,fast,opencv",
-                        help="comma list of exact (pydarknet.load), fast (load(fast=True)), opencv")
+                        help="comma list of exact (load(exact=True)), fast (load() as the CLI runs it), opencv")
     parser.add_argument("--rows", default=None, help="comma list of row names (e.g. yolo-voc,yolo9000)")
     parser.add_argument("--batches", default="1,8", help="comma list of batch sizes (default 1,8)")
     parser.add_argument("--ablation", action="store_true", help="one lever at a time (on yolo-voc batch 1 "
