@@ -131,8 +131,8 @@ def _random_conv(c: int, k: int, activation: str) -> ConvLayer:
 
 @mkldnn
 def test_winograd_batch_and_odd_sizes_match_conv(monkeypatch):
-    """Built for 13x11: that size, a map of fewer tiles than a band (padded), a batch, a larger map of
-    several bands (the last one short); activations fused, in place or the layer's own."""
+    """Built for 13x11: that size, a smaller map, a batch, a larger map in several bands (plans of their
+    own, made from the first one's packed weights); activations fused, in place or the layer's own."""
     monkeypatch.setattr(winograd, "_BAND_BYTES", 400_000)
     torch.manual_seed(0)
     for activation in ("leaky", "linear", "logistic"):
