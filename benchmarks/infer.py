@@ -170,7 +170,7 @@ def pydarknet_worker(spec: dict) -> None:
 
     start = time.perf_counter()
     recipe = spec["recipe"]
-    mode = torch.no_grad  # as pydarknet.detect and the CLI run a network
+    mode = torch.no_grad  # as the detector and the CLI run a network
     if recipe == "exact":
         net = pydarknet.load(spec["cfg"], spec["weights"], exact=True)
     elif recipe == "fast":  # the default network, in a process set up as the CLI sets up its own
@@ -191,15 +191,16 @@ def pydarknet_worker(spec: dict) -> None:
     np.save(spec["out"], forward().float().numpy())
     timers = {"forward": forward}
     if spec["post"]:  # imported only here: pydarknet.image brings cv2, whose memory counts too
-        from pydarknet.detect import decode_detections, detect
+        from pydarknet.detector import Detector
         from pydarknet.image import load_image
 
         image = load_image(ROOT / "data" / f"{IMAGES[0]}.jpg")
         out = forward()[0]
-        h, w = image.shape[1:]
-        timers["post"] = lambda: decode_detections(net, out, w, h, 0.5, 0.5, 0.45)
+        detector = Detector(net)
+        frame = detector.frame(image)
+        timers["post"] = lambda: detector.decode([out], frame)
         if spec["e2e"]:
-            timers["end to end"] = lambda: detect(net, image)
+            timers["end to end"] = lambda: detector.detect([image])
     info = {"load_s": load_s, "version": f"pydarknet {pydarknet.__version__}, torch {torch.__version__}",
             "threads": torch.get_num_threads()}
     _serve(timers, spec["warmup"], info)
@@ -237,7 +238,7 @@ def calibrate_objectness(net, x, share: float = 0.01) -> None:  # noqa: ANN001
     for NMS and the WordTree walk, where a trained detector gives a handful."""
     import torch
 
-    p = net.region.params
+    p = net.heads[-1][1].params
     conv = net.layers[net.output_index - 1].conv
     channels = [a * (p.coords + 1 + p.classes) + p.coords for a in range(p.n)]
     with torch.no_grad():
@@ -265,8 +266,7 @@ def prepare(rows: list[Row], work: Path) -> dict[Row, dict]:
     import torch
 
     import pydarknet
-    from pydarknet.detect import network_input
-    from pydarknet.image import load_image
+    from pydarknet.image import letterbox_image, load_image
     from pydarknet.network import build_network
 
     files: dict[Row, dict] = {}
@@ -274,11 +274,11 @@ def prepare(rows: list[Row], work: Path) -> dict[Row, dict]:
     for row in rows:
         cfg = sized_cfg(row, work) if row.sized else ROOT / row.cfg
         images = [load_image(ROOT / "data" / f"{IMAGES[i % len(IMAGES)]}.jpg") for i in range(row.batch)]
-        x = np.stack([network_input(im, row.size, row.size) for im in images]).astype(np.float32)
+        x = np.stack([letterbox_image(im, row.size, row.size) for im in images]).astype(np.float32)
         if row.cfg not in weights:
             net = build_network(cfg).eval()
             randomize(net, SEED)
-            if net.region is not None:
+            if net.heads:
                 calibrate_objectness(net, torch.from_numpy(x[:1]))
             weights[row.cfg] = work / f"{Path(row.cfg).stem}.weights"
             net.save_weights(weights[row.cfg])
@@ -308,19 +308,23 @@ def post_timers(net, out, region_in, img_w: int, img_h: int) -> tuple[dict, dict
     """{label: fn} to time and {label: what it processed} for one network output."""
     import torch
 
-    from pydarknet.detect import decode_detections
+    from pydarknet.detector import Detector
+    from pydarknet.heads import Frame
 
-    p = net.region.params
+    head = net.heads[-1][1]
+    p = head.params
     objectness = out.reshape(p.n, -1, out.shape[1] * out.shape[2])[:, p.coords]
+    frame = Frame(img_w, img_h, net.config.width, net.config.height, letterbox=True)
     timers, notes = {}, {}
     for thresh, hier, nms in POST_SETTINGS:
         key = f"decode thresh {thresh} hier {hier} nms {nms}"
-        timers[key] = lambda t=thresh, h=hier, n=nms: decode_detections(net, out, img_w, img_h, t, h, n)
+        detector = Detector(net, thresh=thresh, hier_thresh=hier, nms=nms)
+        timers[key] = lambda d=detector: d.decode([out], frame).detections()
         notes[key] = f"{len(timers[key]())} dets, {int((objectness > np.float32(thresh)).sum())} boxes > thresh"
-    if net.region.tree is not None:
+    if head.tree is not None:
         def activate() -> None:
             with torch.no_grad():
-                net.region(region_in)
+                head(region_in)
 
         key = "region activation (WordTree softmax)"
         timers[key], notes[key] = activate, f"input {tuple(region_in.shape)}"
@@ -348,7 +352,7 @@ def run_post_only(args: argparse.Namespace) -> int:
 def post_only(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
     """Time the post-processing alone, in this process, on a fixed network output per row: the exact
     network's output for dog.jpg with the benchmark's seeded weights (objectness calibrated as for the
-    other rows: 1% of the boxes pass .5). Per setting: `decode_detections` (region boxes, WordTree walk,
+    other rows: 1% of the boxes pass .5). Per setting: `Detector.decode` (region boxes, WordTree walk,
     NMS, the Detection list); for a WordTree region also the region layer's activation on the stored
     region input (its WordTree softmax is part of the network pass, not of the decode). Timers rotate,
     one pass each, so that the load of a shared machine hits them alike."""
