@@ -9,11 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import pydarknet
 from pydarknet.annotate import detection_records, draw
+from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.detector import Detector
-from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
 from pydarknet.image import save_image
 from pydarknet.names import default_names, read_names
@@ -74,7 +73,7 @@ def run_detection(detector: Detector, names: list[str], images: list[Path], args
 
 
 def _detector(args: argparse.Namespace) -> Detector:
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
+    net = load_network(args)
     if not net.heads:
         raise DarknetError("has no detection layer: use `classifier predict` for classifiers", args.cfg)
     # One image at a time: Darknet's per-image "Predicted in" time.

@@ -28,7 +28,7 @@ def export(args: argparse.Namespace) -> int:
     if args.opset is not None and fmt != "onnx":
         raise DarknetError(f"--opset applies to onnx, not to {fmt}")
     _refuse_existing(args.out, args.force)
-    net = pydarknet.load(args.cfg, args.weights)
+    net = pydarknet.load(args.cfg, args.weights, exact=True)
     if fmt == "onnx":
         from pydarknet.export.onnx import export_onnx
 

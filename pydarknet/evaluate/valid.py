@@ -53,7 +53,7 @@ def net_classes(net) -> int:  # noqa: ANN001
 
 def iter_detections(net, images: Sequence[str], classes: int | None = None,  # noqa: ANN001
                     relative_to: str | Path | None = None, thresh: float = VALID_THRESH,
-                    nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int = 8,
+                    nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int | None = None,
                     progress: bool = True, relative: bool = False) -> Iterator[ImageDetections]:
     """Each listed image's detections as validate_detector computes them (`classes`: default l.classes);
     boxes in pixels of the image, or with `relative` relative to it (AlexeyAB's validate_detector_map)."""

@@ -106,8 +106,8 @@ class ClassWriter:
         self.line(f"# {i} [{net.kinds[i]}] {' '.join(net.summaries[i].split())}")
         emit = getattr(layer, "emit_source", None)
         if emit is None:
-            raise DarknetError(f"codegen does not know [{net.kinds[i]}] layers (layer {i}; a network loaded "
-                               "with fast=True cannot be written out)", net.cfg_path)
+            raise DarknetError(f"codegen does not know [{net.kinds[i]}] layers (layer {i}; the inference "
+                               "network cannot be written out: load it with exact=True)", net.cfg_path)
         emit(self, i, inp, out)
 
     def source(self, class_name: str) -> str:

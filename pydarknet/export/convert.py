@@ -96,7 +96,7 @@ def load_pt(path: str | Path, device: str | torch.device = "cpu") -> Darknet:
 
 
 def weights_to_pt(cfg: str | Path, weights: str | Path, out: str | Path, upto: int | None = None) -> None:
-    export_state_dict(pydarknet.load(cfg, weights, upto=upto), out, upto=upto)
+    export_state_dict(pydarknet.load(cfg, weights, exact=True, upto=upto), out, upto=upto)
 
 
 def pt_to_weights(pt: str | Path, out: str | Path) -> None:

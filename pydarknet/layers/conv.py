@@ -1,4 +1,4 @@
-"""[convolutional]: conv, optional Darknet batchnorm, activation."""
+"""[convolutional]: conv, optional Darknet batchnorm, activation (inference variant: layers/fast_conv.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from pydarknet.cfg import Section
 from pydarknet.layers.activations import Activation, activation_option
 from pydarknet.layers.batchnorm import DarknetBatchNorm, batch_lane_sum, darknet_order
+from pydarknet.layers.fast_conv import FastConv
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
@@ -91,23 +92,11 @@ class ConvLayer(nn.Module):
 
     @torch.no_grad()
     def folded(self) -> tuple[Tensor, Tensor]:
-        """(weight, bias) of the conv with BN folded in, for inference: the same Darknet formula."""
+        """(weight, bias) of the conv with BN folded in, for inference (`DarknetBatchNorm.folded`)."""
         if self.bn is None:
             return self.conv.weight, self.conv.bias
         mult, offset = self.bn.folded()
         return self.conv.weight * mult.view(-1, 1, 1, 1), offset
-
-    @torch.no_grad()
-    def fold_batchnorm(self) -> None:
-        """Fold BN into the conv (inference only): the same Darknet formula, one op fewer."""
-        if self.bn is None:
-            return
-        weight, bias = self.folded()
-        folded = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size,
-                           self.conv.stride, self.conv.padding, groups=self.conv.groups, bias=True)
-        folded.weight.copy_(weight)
-        folded.bias.copy_(bias)
-        self.conv, self.bn = folded.to(self.conv.weight.device), None
 
 
 # AlexeyAB options that change what a conv computes and that pydarknet does not implement.
@@ -190,4 +179,6 @@ def build_conv(sec: Section, ctx: Context) -> Built:
     summary = conv_summary(ctx.dialect, n, size, strides, groups, ctx.in_shape, out, flops)
     stride = strides[0] if strides[0] == strides[1] else strides
     module = ConvLayer(c, n, size, stride, padding, groups, bn, activation, ctx.dialect)
+    if ctx.variant == "fast":
+        module = FastConv(module, ctx.in_shape)
     return Built(module, out, summary, flops)

@@ -48,6 +48,10 @@ class Shape:
         return self.c * self.h * self.w
 
 
+# Implementations a network can be built with (Context.variant).
+VARIANTS = ("exact", "fast")
+
+
 @dataclass
 class Context:
     """What a builder may look at: its index, the shapes before it, the [net] batch, the cfg path, which

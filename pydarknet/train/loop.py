@@ -174,7 +174,7 @@ def load_for_training(cfg_file: str | Path, weights: str | Path | None, device: 
             upto = info["layers_covered"]
             warnings.warn(f"{weights}: a partial weights file: loading its first {upto} layers",
                           stacklevel=2)
-    return pydarknet.load(cfg_file, weights, device=device, upto=upto)
+    return pydarknet.load(cfg_file, weights, device=device, exact=True, upto=upto)
 
 
 @dataclass
