@@ -36,7 +36,7 @@ class Frame:
 
 
 class HeadDelta(NamedTuple):
-    delta: Tensor  # Darknet's delta (target - output) for the head's output
+    delta: Tensor  # Darknet's delta (target - output) for the head's output (its input with delta_to_input)
     cost: float  # the layer's cost, as Darknet sums it
     stats: dict  # the values of the line Darknet prints for the layer while training
 
@@ -45,6 +45,9 @@ class Head(nn.Module):
     """Base of the detection layers. Subclasses set `classes` and implement the methods below."""
 
     classes: int
+    # True where Darknet's backward adds the delta to the input's delta unchanged ([yolo]: no derivative of its
+    # activation): the trainer then backpropagates it from the layer's input instead of its output.
+    delta_to_input: bool = False
 
     def candidates(self, output: Tensor, frame: Frame, thresh: float, hier_thresh: float = 0.5,
                    class_map: np.ndarray | None = None) -> Candidates:
