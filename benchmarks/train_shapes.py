@@ -72,7 +72,7 @@ def main() -> int:
         summary = re.findall(r"^\d+ iterations, .*$", run.stderr, re.M)
         log = run.stdout + "".join(f"# {line}\n" for line in summary)  # images/s, data-wait share
         (backup / "train.log").write_text(f"# {start} {wall}\n{log}")
-    lines = [m for m in re.finditer(r"^(\d+): [\d.]+, ([\d.]+) avg", log, re.M)]
+    lines = [m for m in re.finditer(r"^ ?(\d+): [\d.]+, ([\d.]+) avg", log, re.M)]
     batches = int(lines[-1].group(1)) if lines else 0
     print(*re.findall(r"^# (\d+ iterations, .*)$", log, re.M), sep="\n")
     net_cfg = pydarknet.load(cfg).config
