@@ -1,11 +1,10 @@
-"""Training gradients of the activations: autograd's where Darknet's backward is the true derivative, Darknet's
-own where it is not (gelu: AlexeyAB evaluates its derivative at the layer's output)."""
+"""Activations whose training gradient is Darknet's own, not the true derivative (gelu: AlexeyAB evaluates its
+derivative at the layer's output); the others are gradchecked in test_alexeyab_layers.py."""
 
 from __future__ import annotations
 
 import io
 
-import pytest
 import torch
 
 from pydarknet.layers.activations import ACTIVATION_DEFS, ACTIVATIONS, Activation, compile_expression
@@ -38,11 +37,3 @@ def test_gelu_forward_unchanged_and_traceable():
     buf = io.BytesIO()
     torch.jit.save(traced, buf)  # no Python autograd Function in the graph
     torch.testing.assert_close(traced(x), expected)
-
-
-@pytest.mark.parametrize("name", [n for n, d in ACTIVATION_DEFS.items() if d.gradient is None and n not in (
-    "stair", "normalize_channels", "normalize_channels_softmax", "normalize_channels_softmax_maxval")])
-def test_other_activations_use_autograd(name):
-    x = torch.linspace(-5, 5, 41, requires_grad=True)
-    ACTIVATIONS[name](x).sum().backward()
-    assert torch.isfinite(x.grad).all()
