@@ -98,7 +98,8 @@ class Trainer:
         layers = self.net.layers
         return [i - 1 if getattr(layers[i], "delta_to_input", False) else i for i in indices]
 
-    def _deltas(self, outputs: list[Tensor], truth: Tensor, net_size: tuple[int, int]) -> tuple[list[Tensor], float]:
+    def _deltas(self, outputs: list[Tensor], truth: Tensor,
+                net_size: tuple[int, int] | None = None) -> tuple[list[Tensor], float]:
         """Darknet's delta (target - output) for each output, and the network's cost: the mean over the
         layers that have one (calc_network_cost). The AlexeyAB dialect multiplies the deltas by its
         loss_scale (the update divides by it)."""
