@@ -299,7 +299,7 @@ def mean_best_iou_percent(wh_px: np.ndarray, anchors_px: np.ndarray) -> float:
     return float(np.float32(100) * total / np.float32(len(best)))
 
 
-def alexeyab_report(k: int, width: int, height: int, images: int, boxes: int, iterations: int,
+def alexeyab_report(k: int, width: int, height: int, images: int, boxes: int, iterations: int, *,
                     counters: list[int], avg_iou: float, anchors_line: str) -> str:
     """What AlexeyAB's calc_anchors prints (its progress line once, at the end)."""
     return (f"\n num_of_clusters = {k}, width = {width}, height = {height} \n"

@@ -133,8 +133,8 @@ def _writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
     return writer
 
 
-def run_demo(net: torch.nn.Module, source: str | int, out: str | Path, names: Sequence[str], thresh: float = 0.5,
-             hier_thresh: float = 0.5, nms: float = 0.4, avg: int = 3,
+def run_demo(net: torch.nn.Module, source: str | int, out: str | Path, names: Sequence[str], *,
+             thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.4, avg: int = 3,
              on_frame: Callable[[Frame], None] | None = None) -> DemoResult:
     """Detect on every frame of `source` (a video file or camera index), write the annotated frames to
     `out` (.avi MJPG, .mp4 mp4v, ...) at the input's size and frame rate. The video appears at `out` only

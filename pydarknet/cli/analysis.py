@@ -109,8 +109,8 @@ def detector_calc_anchors(args: argparse.Namespace) -> int:
         classes = 1  # load_box_sizes has already read the value
     counters = np.bincount(sizes.classes, minlength=max(classes, int(sizes.classes.max()) + 1)).tolist()
     line = format_anchors_pixels(anchors, width)
-    print(alexeyab_report(k, width, height, sizes.images, len(boxes), clusters.iterations, counters,
-                          mean_best_iou_percent(boxes, anchors), line), end="", flush=True)
+    print(alexeyab_report(k, width, height, sizes.images, len(boxes), clusters.iterations, counters=counters,
+                          avg_iou=mean_best_iou_percent(boxes, anchors), anchors_line=line), end="", flush=True)
     atomic_write("counters_per_class.txt", f"counters_per_class = {', '.join(map(str, counters))}".encode())
     atomic_write("anchors.txt", line.encode())
     if args.show:

@@ -34,8 +34,8 @@ def detector_demo(args: argparse.Namespace) -> int:
         bar.update()
 
     try:
-        result = run_demo(net, source, args.out_filename, names, args.thresh, args.hier, args.nms, args.avg,
-                          on_frame=report)
+        result = run_demo(net, source, args.out_filename, names, thresh=args.thresh, hier_thresh=args.hier,
+                          nms=args.nms, avg=args.avg, on_frame=report)
     finally:
         if bar is not None:
             bar.close()

@@ -54,7 +54,7 @@ class Crop:
     flip: bool
 
 
-def draw_crop(rng: np.random.Generator, ow: int, oh: int, w: int, h: int, jitter: float, resize: float,
+def draw_crop(rng: np.random.Generator, ow: int, oh: int, w: int, h: int, *, jitter: float, resize: float,
               letter_box: bool, flip: bool, mosaic_part: int | None = None) -> Crop:
     """load_data_detection's pleft, pright, ptop, pbot for an ow x oh image and a w x h network input.
 

@@ -117,7 +117,8 @@ class AlexeyABDetectionDataset(ImageListDataset):
                 mosaic_part: int | None = None) -> tuple[np.ndarray, np.ndarray, Crop]:
         """One image through load_data_detection's loop body: (input, truth, its crop)."""
         oh, ow = image.shape[:2]
-        crop = draw_crop(rng, ow, oh, w, h, self.jitter, self.resize, self.letter_box, self.flip, mosaic_part)
+        crop = draw_crop(rng, ow, oh, w, h, jitter=self.jitter, resize=self.resize, letter_box=self.letter_box,
+                         flip=self.flip, mosaic_part=mosaic_part)
         distortion = Distortion.draw(rng, self.hue, self.saturation, self.exposure, self.blur, self.gaussian_noise)
         truth, min_side = fill_truth_detection(boxes, self.max_boxes, crop, ow, oh, w, h, rng)
         pixels = image_data_augmentation(image, w, h, crop, distortion.capped(min_side), truth, rng)
@@ -144,5 +145,6 @@ class AlexeyABDetectionDataset(ImageListDataset):
             pixels, boxes_truth, crop = self.augment(image, boxes, width, height, rng, mosaic_part=part)
             shifts = Shifts.of(crop, image.shape[1], image.shape[0], width, height, cut_x, cut_y)
             paste_quadrant(canvas, pixels, part, cut_x, cut_y, shifts)
-            blend_truth_mosaic(truth, boxes_truth, part, cut_x, cut_y, shifts, width, height, self.mosaic_bound)
+            blend_truth_mosaic(truth, boxes_truth, part, cut_x, cut_y, shifts, width, height,
+                               mosaic_bound=self.mosaic_bound)
         return canvas, truth

@@ -114,7 +114,7 @@ def fill_truth(boxes: np.ndarray, max_boxes: int, dx: float = 0.0, dy: float = 0
     return truth
 
 
-def augment_detection(im: np.ndarray, boxes: np.ndarray, w: int, h: int, jitter: float, hue: float,
+def augment_detection(im: np.ndarray, boxes: np.ndarray, w: int, h: int, *, jitter: float, hue: float,
                       saturation: float, exposure: float, max_boxes: int,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One training sample as load_data_detection makes it: random aspect jitter, scale in
@@ -150,7 +150,7 @@ def crop_image(im: np.ndarray, dx: int, dy: int, w: int, h: int) -> np.ndarray:
     return im[:, rows][:, :, cols]
 
 
-def augment_detection_crop(im: np.ndarray, boxes: np.ndarray, w: int, h: int, jitter: float, hue: float,
+def augment_detection_crop(im: np.ndarray, boxes: np.ndarray, w: int, h: int, *, jitter: float, hue: float,
                            saturation: float, exposure: float, max_boxes: int,
                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One training sample as the YOLOv2-era load_data_detection makes it: crop each side by up to

@@ -170,7 +170,7 @@ class DetectionDataset(ImageListDataset):
     augmentation the image is resized (or letterboxed) to the network size, boxes unshuffled.
     """
 
-    def __init__(self, images: str | Path | Sequence[str | Path], width: int, height: int,
+    def __init__(self, images: str | Path | Sequence[str | Path], width: int, height: int, *,
                  jitter: float = 0.2, hue: float = 0.0, saturation: float = 1.0, exposure: float = 1.0,
                  max_boxes: int = 30, label_policy: LabelPolicy = "skip", augment: bool = True,
                  letterbox: bool = False, classes: int | None = None, seed: int | None = None,
@@ -203,8 +203,9 @@ class DetectionDataset(ImageListDataset):
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """The network input and (max_boxes, 5) truth: augmented for training, else resized or letterboxed."""
         if self.augment:
-            return LOADERS[self.loader](image, boxes, width, height, self.jitter, self.hue,
-                                        self.saturation, self.exposure, self.max_boxes, rng)
+            return LOADERS[self.loader](image, boxes, width, height, jitter=self.jitter, hue=self.hue,
+                                        saturation=self.saturation, exposure=self.exposure,
+                                        max_boxes=self.max_boxes, rng=rng)
         if not self.letterbox:
             return resize_image(image, width, height), fill_truth(boxes, self.max_boxes)
         new_w, new_h = letterbox_geometry(image.shape[2], image.shape[1], width, height)
@@ -236,7 +237,7 @@ class ClassificationDataset(ImageListDataset):
     """
 
     def __init__(self, images: str | Path | Sequence[str | Path], labels: str | Path | Sequence[str],
-                 width: int, height: int, augment: bool = False, min_crop: int | None = None,
+                 width: int, height: int, *, augment: bool = False, min_crop: int | None = None,
                  max_crop: int | None = None, hue: float = 0.0, saturation: float = 1.0,
                  exposure: float = 1.0, label_policy: LabelPolicy = "skip", seed: int | None = None) -> None:
         super().__init__(images, width, height, label_policy, seed)

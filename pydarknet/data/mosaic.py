@@ -69,7 +69,7 @@ def _count(truth: np.ndarray) -> int:
 
 
 def blend_truth_mosaic(truth: np.ndarray, new: np.ndarray, part: int, cut_x: int, cut_y: int, s: Shifts,
-                       w: int, h: int, mosaic_bound: bool) -> None:
+                       w: int, h: int, *, mosaic_bound: bool) -> None:
     """Append the boxes of quadrant `part`'s image (`new`, its own truth rows) to the mosaic's `truth`, in
     place: shifted as the pixels were, then clipped to the whole canvas (mosaic_bound=1: to the quadrant)
     in integer pixels, and kept only if inside, non-empty and at least a pixel wide and high."""

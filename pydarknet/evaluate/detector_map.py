@@ -70,7 +70,7 @@ class MapResult:
         return paths
 
 
-def evaluate_map(net, images: list[str], names: list[str], thresh: float = VALID_THRESH,  # noqa: ANN001
+def evaluate_map(net, images: list[str], names: list[str], *, thresh: float = VALID_THRESH,  # noqa: ANN001
                  iou: float = 0.5, nms: float = VALID_NMS, relative_to: str | Path | None = None,
                  progress: bool = True, coco: bool = False) -> MapResult:
     """Detect on every image as `detector valid` does (letterboxed) and score against its labels."""
@@ -79,7 +79,7 @@ def evaluate_map(net, images: list[str], names: list[str], thresh: float = VALID
     classes = net_classes(net)
     dets: list[list[tuple[int, float, np.ndarray]]] = [[] for _ in range(classes)]
     truths: list[dict[int, np.ndarray]] = [{} for _ in range(classes)]
-    for d in iter_detections(net, images, classes, relative_to, thresh, nms, progress=progress):
+    for d in iter_detections(net, images, classes, relative_to, thresh=thresh, nms=nms, progress=progress):
         path = resolve_path(d.name, relative_to)
         labels = read_labels(resolve_path(label_path(str(path)), relative_to), "skip", classes).boxes
         scale = [d.width, d.height, d.width, d.height]
@@ -100,4 +100,5 @@ def map_from_data_file(net, data_file: str | Path, thresh: float = VALID_THRESH,
         raise DarknetError("has no valid= list", data_file)
     valid = resolve_path(options["valid"], data_file)
     names = read_data_names(options, net_classes(net))
-    return evaluate_map(net, read_list(valid), names, thresh, iou, relative_to=valid, progress=progress, coco=coco)
+    return evaluate_map(net, read_list(valid), names, thresh=thresh, iou=iou, relative_to=valid, progress=progress,
+                        coco=coco)

@@ -52,7 +52,7 @@ def net_classes(net) -> int:  # noqa: ANN001
 
 
 def iter_detections(net, images: Sequence[str], classes: int | None = None,  # noqa: ANN001
-                    relative_to: str | Path | None = None, thresh: float = VALID_THRESH,
+                    relative_to: str | Path | None = None, *, thresh: float = VALID_THRESH,
                     nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int | None = None,
                     progress: bool = True, relative: bool = False) -> Iterator[ImageDetections]:
     """Each listed image's detections as validate_detector computes them (`classes`: default l.classes);
@@ -197,7 +197,7 @@ def validate_detector(net, data_file: str | Path, outfile: str | None = None,  #
                            data_file, options.lines.get("eval"))
     results = Path(options.get("results", "results"))
     results.mkdir(parents=True, exist_ok=True)
-    detections = iter_detections(net, images, classes, valid, thresh, class_map=class_map, progress=progress)
+    detections = iter_detections(net, images, classes, valid, thresh=thresh, class_map=class_map, progress=progress)
     if kind == "voc":
         names = read_data_names(options, classes)
         prefix = "comp4_det_test_" if outfile is None else outfile

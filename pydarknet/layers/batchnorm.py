@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from pydarknet.layers.activations import compile_expression
@@ -98,10 +99,11 @@ def _channel_sum(x: Tensor) -> Tensor:
 
 
 def _global_sum(t: Tensor) -> Tensor:
-    """Statistics over the whole batch: across ranks when training with DDP (one process: identity)."""
-    from pydarknet.train.distributed import all_reduce_sum
-
-    return all_reduce_sum(t)
+    """Statistics over the whole batch: summed over the ranks of a running process group (DDP training,
+    pydarknet.train.distributed), as they are in place; one process: unchanged."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t
 
 
 def _darknet_order_backward(grad: Tensor, centred: Tensor, x_norm: Tensor, var: Tensor, scale: Tensor,

@@ -51,7 +51,7 @@ class _DarknetOrderConv(torch.autograd.Function):
 
 class ConvLayer(nn.Module):
     def __init__(self, c: int, n: int, size: int, stride: int | tuple[int, int], padding: int, groups: int,
-                 batch_normalize: bool, activation: str, dialect: str = "pjreddie") -> None:
+                 batch_normalize: bool, activation: str, *, dialect: str = "pjreddie") -> None:
         super().__init__()
         self.conv = nn.Conv2d(c, n, size, stride, padding, groups=groups, bias=not batch_normalize)
         # Darknet's initialisation: weights N(0, 1) * sqrt(2 / fan_in), biases 0.
@@ -178,7 +178,7 @@ def build_conv(sec: Section, ctx: Context) -> Built:
     flops = 2 * n * size * size * (c // groups) * out_h * out_w
     summary = conv_summary(ctx.dialect, n, size, strides, groups, ctx.in_shape, out, flops)
     stride = strides[0] if strides[0] == strides[1] else strides
-    module = ConvLayer(c, n, size, stride, padding, groups, bn, activation, ctx.dialect)
+    module = ConvLayer(c, n, size, stride, padding, groups, bn, activation, dialect=ctx.dialect)
     if ctx.variant == "fast":
         module = FastConv(module, ctx.in_shape)
     return Built(module, out, summary, flops)

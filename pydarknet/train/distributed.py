@@ -49,10 +49,3 @@ def is_main_process() -> bool:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks when a process group is running (BatchNorm statistics); identity otherwise."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t

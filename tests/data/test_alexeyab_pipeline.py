@@ -174,23 +174,26 @@ def test_letter_box_keeps_the_aspect_ratio():
                      flip=False)
     assert (crop.pleft, crop.pright, crop.ptop, crop.pbot, crop.swidth, crop.sheight) == (0, 0, -50, -50, 200, 200)
     # a wide network: the tall image gets padding at the sides
-    crop = draw_crop(np.random.default_rng(0), 100, 100, 128, 64, 0.0, 1.0, True, False)
+    crop = draw_crop(np.random.default_rng(0), 100, 100, 128, 64, jitter=0.0, resize=1.0, letter_box=True,
+                     flip=False)
     assert (crop.pleft, crop.pright, crop.swidth) == (-50, -50, 200)
 
 
 def test_resize_draws_stay_in_alexeyabs_ranges():
     rng = np.random.default_rng(1)
-    sizes = np.array([draw_crop(rng, 100, 100, 64, 64, 0.0, 2.0, False, False).swidth for _ in range(400)])
+    grow = dict(jitter=0.0, resize=2.0, letter_box=False, flip=False)
+    sizes = np.array([draw_crop(rng, 100, 100, 64, 64, **grow).swidth for _ in range(400)])
     # resize=2: each side moves by up to ow*(1 - 2)/2 = -50 (bigger) .. ow*(1 - 1/2)/2 = 25 (smaller)
     assert sizes.min() >= 100 - 2 * 25 and sizes.max() <= 100 + 2 * 50
     assert sizes.min() < 70 and sizes.max() > 160
-    down = np.array([draw_crop(rng, 100, 100, 64, 64, 0.0, 0.5, False, False).swidth for _ in range(200)])
+    shrink = dict(jitter=0.0, resize=0.5, letter_box=False, flip=False)
+    down = np.array([draw_crop(rng, 100, 100, 64, 64, **shrink).swidth for _ in range(200)])
     assert down.min() >= 100 and down.max() <= 200  # resize < 1: the crop only grows (objects shrink)
 
 
 def test_jitter_moves_each_side_by_up_to_jitter():
     rng = np.random.default_rng(2)
-    crops = [draw_crop(rng, 200, 100, 64, 64, 0.3, 1.0, False, True) for _ in range(300)]
+    crops = [draw_crop(rng, 200, 100, 64, 64, jitter=0.3, resize=1.0, letter_box=False, flip=True) for _ in range(300)]
     lefts = np.array([c.pleft for c in crops])
     tops = np.array([c.ptop for c in crops])
     assert lefts.min() >= -60 and lefts.max() <= 60 and lefts.min() < -50 and lefts.max() > 50

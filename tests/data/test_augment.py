@@ -192,7 +192,8 @@ def test_augmented_truth_covers_the_rectangle() -> None:
     visible = 0
     for _ in range(60):
         im, labels = rectangle_image(rng, 200, 160)
-        sized, truth = augment_detection(im, labels, w, h, 0.3, 0, 1, 1, 30, rng)
+        sized, truth = augment_detection(im, labels, w, h, jitter=0.3, hue=0, saturation=1, exposure=1, max_boxes=30,
+                                         rng=rng)
         assert sized.shape == (3, h, w) and sized.dtype == np.float32 and truth.shape == (30, 5)
         assert not truth[1:].any() and truth[0, 4] == 0
         ys, xs = red_extent(sized)
@@ -208,9 +209,10 @@ def test_augmented_truth_covers_the_rectangle() -> None:
 
 def test_augment_is_deterministic_given_the_generator() -> None:
     im = np.random.default_rng(0).random((3, 50, 70), dtype=np.float32)
-    a = augment_detection(im, LABELS, 64, 48, .2, .1, 1.5, 1.5, 30, np.random.default_rng(9))
-    b = augment_detection(im, LABELS, 64, 48, .2, .1, 1.5, 1.5, 30, np.random.default_rng(9))
-    c = augment_detection(im, LABELS, 64, 48, .2, .1, 1.5, 1.5, 30, np.random.default_rng(10))
+    options = dict(jitter=.2, hue=.1, saturation=1.5, exposure=1.5, max_boxes=30)
+    a = augment_detection(im, LABELS, 64, 48, **options, rng=np.random.default_rng(9))
+    b = augment_detection(im, LABELS, 64, 48, **options, rng=np.random.default_rng(9))
+    c = augment_detection(im, LABELS, 64, 48, **options, rng=np.random.default_rng(10))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])

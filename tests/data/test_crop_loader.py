@@ -20,8 +20,8 @@ def test_truth_follows_the_object_through_crop_resize_and_flip():
     im[:, 40:60, 120:160] = 1.0  # a white box: cx .7, cy .5, w .2, h .2
     boxes = np.array([[3, 0.7, 0.5, 0.2, 0.2]], np.float32)
     for seed in range(20):
-        image, truth = augment_detection_crop(im, boxes, 64, 64, 0.2, 0.0, 1.0, 1.0, 30,
-                                              np.random.default_rng(seed))
+        image, truth = augment_detection_crop(im, boxes, 64, 64, jitter=0.2, hue=0.0, saturation=1.0, exposure=1.0,
+                                              max_boxes=30, rng=np.random.default_rng(seed))
         x, y, w, h, cls = truth[0]
         assert cls == 3 and truth[1, 0] == 0
         bright = image[0] > 0.6
