@@ -371,8 +371,9 @@ def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
     if opts.calc_map:
         from pydarknet.train.training_map import TrainingMap
 
-        mapper = TrainingMap.start(session.options, net, len(dataset), base, session.backup, opts.map_thresh,
-                                   opts.map_iou, opts.map_epochs, max_batches)
+        mapper = TrainingMap.start(session.options, net, train_images=len(dataset), base=base, backup=session.backup,
+                                   conf_thresh=opts.map_thresh, iou_thresh=opts.map_iou, epochs=opts.map_epochs,
+                                   max_batches=max_batches)
 
     bbox = {"total": 0, "rewritten": 0}  # Darknet's counters run over the whole training
 

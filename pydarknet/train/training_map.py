@@ -28,7 +28,7 @@ class TrainingMap:
     last: float = 0.0  # the last mAP computed
 
     @classmethod
-    def start(cls, options: DataOptions, net: Darknet, train_images: int, base: str, backup: Path,
+    def start(cls, options: DataOptions, net: Darknet, *, train_images: int, base: str, backup: Path,
               conf_thresh: float, iou_thresh: float, epochs: int, max_batches: int) -> TrainingMap:
         """The -map state of a run starting (or resuming) at the network's iteration."""
         if "valid" not in options:
