@@ -29,7 +29,7 @@ def image_results(net, images: Sequence[str], relative_to: str | Path | None = N
     """Each valid image's detections (after NMS, Darknet's order) and label boxes, as validate_detector_map
     collects them."""
     classes = net_classes(net)
-    for d in iter_detections(net, images, classes, relative_to, VALID_THRESH, VALID_NMS, progress=progress,
+    for d in iter_detections(net, images, classes, relative_to, thresh=VALID_THRESH, nms=VALID_NMS, progress=progress,
                              relative=True):
         c = d.candidates
         probs = np.zeros((len(c.boxes), classes), np.float32)
@@ -57,6 +57,6 @@ def map_report(net, data_file: str | Path, conf_thresh: float = CONF_THRESH, iou
     if len(names) != classes:  # AlexeyAB stops here too
         raise DarknetError(f"names= has {len(names)} names, the network's last detection layer has "
                            f"classes={classes}", data_file, options.lines.get("names"))
-    report = alexeyab_map(image_results(net, images, valid, difficult, progress), classes, iou_thresh, conf_thresh,
-                          points)
+    report = alexeyab_map(image_results(net, images, valid, difficult, progress), classes, iou_thresh=iou_thresh,
+                          conf_thresh=conf_thresh, points=points)
     return report, names
