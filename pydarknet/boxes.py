@@ -128,14 +128,53 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
     return order, dropped
 
 
-def nms_sort(c: Candidates, thresh: float) -> Candidates:
-    """Darknet's `do_nms_sort` (what `detector test` and `valid` use): per class, sort by that class's prob
-    (descending, stable) and zero the prob of later boxes that overlap a kept one by IoU > thresh."""
+def box_diou_nms(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
+    """AlexeyAB's `box_diounms` of float32 xywh boxes, broadcasting: IoU - (d/c)^beta, d the squared
+    distance of the centres, c the squared diagonal of the smallest box enclosing both (the IoU alone
+    where c is 0). Float32 as in C, the power in double (`pow`); its IoU is 0 where the intersection or
+    the union is 0. Its `box_diou` is this with beta = 0.6 (a double there, a float in box_diounms)."""
+    half_a, half_b = a[..., 2:] / 2, b[..., 2:] / 2
+    low = np.fmin(a[..., :2] - half_a, b[..., :2] - half_b)  # C's fmin/fmax: a NaN loses
+    high = np.fmax(a[..., :2] + half_a, b[..., :2] + half_b)
+    w, h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
+    c = w * w + h * h
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = box_iou(a, b)
+        iou = np.where((iou == 0) | ~np.isfinite(iou), np.float32(0), iou)
+        dx, dy = a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]
+        u = np.power(((dx * dx + dy * dy) / c).astype(np.float64), beta).astype(np.float32)
+    return np.where(c == 0, iou, iou - u)
+
+
+def _diou_overlaps(beta: float) -> Callable[[np.ndarray, float], np.ndarray]:
+    def over(boxes: np.ndarray, thresh: float) -> np.ndarray:
+        """(M, M) DIoU > thresh between different boxes (box_diounms is symmetric)."""
+        result = box_diou_nms(boxes[:, None], boxes[None], beta) > np.float32(thresh)
+        np.fill_diagonal(result, False)
+        return result
+
+    return over
+
+
+def _nms_sort_by(c: Candidates, thresh: float, over: Callable[[np.ndarray, float], np.ndarray]) -> Candidates:
     before = _array_order(c)
     inverse = np.empty_like(before)
     inverse[before] = np.arange(before.size)
-    order, dropped = sort_pairs(c.boxes[before], inverse[c.box], c.cls, c.prob, thresh)
+    order, dropped = sort_pairs(c.boxes[before], inverse[c.box], c.cls, c.prob, thresh, over)
     return c.rows(before[order], ~dropped)
+
+
+def nms_sort(c: Candidates, thresh: float) -> Candidates:
+    """Darknet's `do_nms_sort` (what `detector test` and `valid` use): per class, sort by that class's prob
+    (descending, stable) and zero the prob of later boxes that overlap a kept one by IoU > thresh."""
+    return _nms_sort_by(c, thresh, _overlaps)
+
+
+def nms_diou_sort(c: Candidates, thresh: float, beta: float = 0.6) -> Candidates:
+    """AlexeyAB's `diounms_sort` for nms_kind=diounms (beta: the layer's float beta_nms) and, with the
+    default beta of 0.6, for greedynms (it tests `box_diou`, whose exponent is the double 0.6): `do_nms_sort`
+    with the suppression test DIoU > thresh."""
+    return _nms_sort_by(c, thresh, _diou_overlaps(beta))
 
 
 def nms_obj(c: Candidates, thresh: float) -> Candidates:
@@ -149,4 +188,7 @@ def nms_obj(c: Candidates, thresh: float) -> Candidates:
     return c.rows(order, valid[rank[c.box]], np.where(valid, c.objectness[order], np.float32(0)))
 
 
-NMS_KINDS: dict[str, Nms] = {"sort": nms_sort, "obj": nms_obj}
+# The NMS functions by name: Darknet's two and AlexeyAB's nms_kind= ones (diounms with beta_nms=0.6: the
+# head binds its own beta, see heads/yolo.py).
+NMS_KINDS: dict[str, Nms] = {"sort": nms_sort, "obj": nms_obj, "greedynms": nms_diou_sort,
+                             "diounms": nms_diou_sort}
