@@ -8,6 +8,7 @@ import sys
 from tqdm import tqdm
 
 import pydarknet
+from pydarknet.cli.main import dialect_default
 from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.demo import Frame, run_demo
 from pydarknet.device import get_device
@@ -35,8 +36,9 @@ def detector_demo(args: argparse.Namespace) -> int:
         bar.update()
 
     try:
-        result = run_demo(net, source, args.out_filename, names, args.thresh, args.hier, args.nms, args.avg,
-                          on_frame=report)
+        result = run_demo(net, source, args.out_filename, names, dialect_default(args.thresh, net.dialect, "demo"),
+                          args.hier, dialect_default(args.nms, net.dialect, "demo_nms"), args.avg, on_frame=report,
+                          letterbox=True if args.letter_box else None)
     finally:
         if bar is not None:
             bar.close()
