@@ -27,8 +27,8 @@ def yolo_boxes(raw: Tensor | np.ndarray, col: Tensor | np.ndarray, row: Tensor |
     (grid_w, grid_h), (net_w, net_h) = grid, net
     if isinstance(raw, np.ndarray):  # float32 scalars keep numpy in float32, as torch keeps its tensors
         num, exp, wide, narrow = _F32, np.exp, (lambda a: np.asarray(a, np.float64)), (lambda a: a.astype(_F32))
-    else:
-        num, exp, wide, narrow = float, torch.exp, (lambda a: a.double()), (lambda a: a.float())
+    else:  # sizes as they are: traced, they stay symbolic
+        num, exp, wide, narrow = (lambda a: a), torch.exp, (lambda a: a.double()), (lambda a: a.float())
     bx = (col + raw[..., 0]) / num(grid_w)
     by = (row + raw[..., 1]) / num(grid_h)
     if new_coords:  # C: x*x*4*bias/w, all float
