@@ -17,6 +17,7 @@ from torch import Tensor
 from pydarknet.detection import Candidates
 
 Nms = Callable[[Candidates, float], Candidates]
+Overlap = Callable[[np.ndarray, np.ndarray, float], np.ndarray]  # (box, boxes, thresh) -> suppressed
 
 
 def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
@@ -75,30 +76,29 @@ def _array_order(c: Candidates) -> np.ndarray:
     return np.argsort(where[c.index], kind="stable")
 
 
-def _overlaps(boxes: np.ndarray, thresh: float) -> np.ndarray:
-    """(M, M) IoU > thresh between different boxes (C: float IoU vs float thresh; box_iou is symmetric)."""
-    over = box_iou(boxes[:, None], boxes[None]) > np.float32(thresh)
-    np.fill_diagonal(over, False)
-    return over
+def iou_over(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+    """IoU > thresh, broadcasting (C: float IoU vs float thresh): Darknet's suppression test."""
+    return box_iou(a, b) > np.float32(thresh)
 
 
-def _greedy(over: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Darknet's suppression loop over boxes `at` (rows of the overlap matrix `over`) in sorted order: a
-    box still valid invalidates every later one it overlaps. Returns which stay valid."""
-    valid = np.ones(at.size, dtype=bool)
-    for i in range(at.size):
+def _greedy(boxes: np.ndarray, thresh: float, over: Overlap) -> np.ndarray:
+    """Darknet's suppression loop over boxes in sorted order: a box still valid invalidates every later one
+    for which `over(box, later, thresh)`. Returns which stay valid. One box against the later valid ones at
+    a time, so memory stays linear in the boxes (AlexeyAB's nets at a low threshold keep thousands)."""
+    valid = np.ones(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
         if valid[i]:
-            valid[i + 1 :] &= ~over[at[i], at[i + 1 :]]
+            later = i + 1 + np.flatnonzero(valid[i + 1 :])
+            valid[later[over(boxes[i], boxes[later], thresh)]] = False
     return valid
 
 
 def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.ndarray,
-               nms_thresh: float, over: Callable[[np.ndarray, float], np.ndarray] = _overlaps,
-               ) -> tuple[np.ndarray, np.ndarray]:
+               nms_thresh: float, over: Overlap = iou_over) -> tuple[np.ndarray, np.ndarray]:
     """`do_nms_sort`'s sorts and suppression on M boxes given in array order (after the swap loop), by their
     non-zero probs as (box, class, prob) triples. Returns the order of the boxes after the sorts (M,) and
-    which triples the suppression zeroes (P,). `over(boxes, thresh)` is the suppression test between boxes
-    (Darknet's IoU > thresh; AlexeyAB's DIoU NMS passes its own).
+    which triples the suppression zeroes (P,). `over(a, b, thresh)` is the suppression test of a kept box
+    against later ones (Darknet's IoU > thresh; AlexeyAB's DIoU NMS passes its own).
 
     A stable sort leaves any two boxes in an order that depends only on their keys and their order before,
     so boxes with no non-zero prob may be left out of `boxes`: the others keep their order. Per class k
@@ -109,11 +109,6 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
     dropped = np.zeros(box.shape[0], dtype=bool)
     if not box.size:
         return order, dropped
-    # Only boxes with a non-zero prob take part in a suppression: overlaps between those.
-    with_prob = np.unique(box)
-    slot = np.zeros(boxes.shape[0], dtype=np.int64)
-    slot[with_prob] = np.arange(with_prob.size)
-    overlapping = over(boxes[with_prob], nms_thresh)
     by_class = np.argsort(cls, kind="stable")
     key = np.zeros(boxes.shape[0], dtype=prob.dtype)
     triple = np.zeros(boxes.shape[0], dtype=np.int64)
@@ -123,8 +118,8 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
         triple[box[pairs]] = pairs
         k = key[order]
         order = order[np.lexsort((-k, ~np.isnan(k)))]
-        members = order[key[order] != 0]
-        dropped[triple[members[~_greedy(overlapping, slot[members])]]] = True
+        members = order[key[order] != 0]  # only boxes with a non-zero prob k take part
+        dropped[triple[members[~_greedy(boxes[members], nms_thresh, over)]]] = True
     return order, dropped
 
 
@@ -146,17 +141,15 @@ def box_diou_nms(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
     return np.where(c == 0, iou, iou - u)
 
 
-def _diou_overlaps(beta: float) -> Callable[[np.ndarray, float], np.ndarray]:
-    def over(boxes: np.ndarray, thresh: float) -> np.ndarray:
-        """(M, M) DIoU > thresh between different boxes (box_diounms is symmetric)."""
-        result = box_diou_nms(boxes[:, None], boxes[None], beta) > np.float32(thresh)
-        np.fill_diagonal(result, False)
-        return result
+def _diou_over(beta: float) -> Overlap:
+    def over(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+        """DIoU > thresh, broadcasting (float vs float thresh)."""
+        return box_diou_nms(a, b, beta) > np.float32(thresh)
 
     return over
 
 
-def _nms_sort_by(c: Candidates, thresh: float, over: Callable[[np.ndarray, float], np.ndarray]) -> Candidates:
+def _nms_sort_by(c: Candidates, thresh: float, over: Overlap) -> Candidates:
     before = _array_order(c)
     inverse = np.empty_like(before)
     inverse[before] = np.arange(before.size)
@@ -167,14 +160,14 @@ def _nms_sort_by(c: Candidates, thresh: float, over: Callable[[np.ndarray, float
 def nms_sort(c: Candidates, thresh: float) -> Candidates:
     """Darknet's `do_nms_sort` (what `detector test` and `valid` use): per class, sort by that class's prob
     (descending, stable) and zero the prob of later boxes that overlap a kept one by IoU > thresh."""
-    return _nms_sort_by(c, thresh, _overlaps)
+    return _nms_sort_by(c, thresh, iou_over)
 
 
 def nms_diou_sort(c: Candidates, thresh: float, beta: float = 0.6) -> Candidates:
     """AlexeyAB's `diounms_sort` for nms_kind=diounms (beta: the layer's float beta_nms) and, with the
     default beta of 0.6, for greedynms (it tests `box_diou`, whose exponent is the double 0.6): `do_nms_sort`
     with the suppression test DIoU > thresh."""
-    return _nms_sort_by(c, thresh, _diou_overlaps(beta))
+    return _nms_sort_by(c, thresh, _diou_over(beta))
 
 
 def nms_obj(c: Candidates, thresh: float) -> Candidates:
@@ -182,7 +175,7 @@ def nms_obj(c: Candidates, thresh: float) -> Candidates:
     overlapping a kept one by IoU > thresh loses its objectness and all class probs."""
     before = _array_order(c)
     order = before[np.argsort(-c.objectness[before], kind="stable")]
-    valid = _greedy(_overlaps(c.boxes[order], thresh), np.arange(order.size))
+    valid = _greedy(c.boxes[order], thresh, iou_over)
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return c.rows(order, valid[rank[c.box]], np.where(valid, c.objectness[order], np.float32(0)))
