@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pydarknet import boxes as boxes_module
 from pydarknet.boxes import NMS_KINDS, box_diou_nms, box_iou, nms_diou_sort, nms_obj, nms_sort, swap_loop
 from pydarknet.detection import Candidates
 
@@ -190,3 +193,16 @@ def test_box_diou_nms_is_alexeyabs_formula():
     assert (ours[20:40] == 0).all() and np.allclose(ours[40:60], 1, atol=1e-5) and (ours[60:80] < 0).all()
     assert box_diou_nms(a[:, None], b[None], 0.6).shape == (300, 300)
     assert NMS_KINDS["greedynms"] is NMS_KINDS["diounms"] is nms_diou_sort
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.3, 0.45]))
+def test_row_by_row_suppression_matches_the_c_loops(seed, thresh):
+    """Past _MATRIX_BOXES boxes the suppression tests one kept box at a time: the same result."""
+    boxes, objectness, probs = random_dets(seed, 40, 3)
+    c = candidates(boxes, objectness, probs)
+    diou = lambda a, b, t: c_box_diounms(a, b, 0.6) > f32(t)  # noqa: E731
+    with patch.object(boxes_module, "_MATRIX_BOXES", 0):
+        check_against(nms_sort(c, thresh), c_nms_sort(boxes, objectness, probs, thresh), 3)
+        check_against(nms_obj(c, thresh), c_nms_obj(boxes, objectness, probs, thresh), 3)
+        check_against(nms_diou_sort(c, thresh), c_nms_sort(boxes, objectness, probs, thresh, diou), 3)
