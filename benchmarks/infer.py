@@ -3,6 +3,7 @@
     python benchmarks/infer.py --setup          # once: a venv with OpenCV 4.x for the peer (see README)
     python benchmarks/infer.py [--quick] [--threads 2] [--engines exact,fast,opencv] [--ablation]
     python benchmarks/infer.py --post-only [--passive-wait] [--rows yolo-voc,yolo9000]  # decode alone
+    python benchmarks/infer.py --cli [--quick]          # `pydarknet detect` against OpenCV doing its job
 
 Every engine runs in its own worker process (fresh per network and batch, so its peak RSS is its own),
 answering "time N forward passes" over a pipe. The main process asks the workers in turn, one pass
@@ -49,48 +50,61 @@ class Row:
     size: int
     batch: int
     peer: bool = True  # OpenCV runs it too (its region layer has no WordTree: not yolo9000)
+    sized: bool = True  # the cfg's width/height set to `size`; else the cfg as it is, run at `size`
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} @{self.size}" + ("" if self.sized else " (cfg unmodified)")
 
 
 ROWS = [
     Row("yolo-voc", "cfg/yolov2-voc.cfg", 416, 1),
     Row("tiny-yolo-voc", "cfg/yolov2-tiny-voc.cfg", 416, 1),
-    Row("darknet19", "cfg/darknet19.cfg", 224, 1),
+    Row("darknet19", "cfg/darknet19.cfg", 256, 1),
+    Row("darknet19", "cfg/darknet19.cfg", 224, 1, sized=False),  # the cfg says 256
+    Row("yolo-voc", "cfg/yolov2-voc.cfg", 608, 1, sized=False),  # the cfg says 416
     Row("yolo-voc", "cfg/yolov2-voc.cfg", 416, 8),
     Row("tiny-yolo-voc", "cfg/yolov2-tiny-voc.cfg", 416, 8),
-    Row("darknet19", "cfg/darknet19.cfg", 224, 8),
+    Row("darknet19", "cfg/darknet19.cfg", 256, 8),
     Row("yolo9000", "cfg/yolo9000.cfg", 544, 1, peer=False),
 ]
 
-# --ablation: one lever added per row; the last row is `load(fast=True)`'s network.
+# --ablation: one lever added per row; the last row is the default network (`load()`) as the CLI runs it.
 ABLATION = [
-    ("exact: load, no_grad", []),
+    ("exact: load(exact=True), no_grad", []),
     ("+ inference_mode", ["inference_mode"]),
-    ("+ BN folded", ["inference_mode", "fold"]),
-    ("+ channels_last", ["inference_mode", "fold", "channels_last"]),
+    ("+ BN folded (FastConv.fold, the variant off the CPU)", ["inference_mode", "fold"]),
+    ("+ channels_last (and the 2x2 pools' variant)", ["inference_mode", "fold", "channels_last"]),
     ("+ malloc keeps freed memory", ["inference_mode", "fold", "channels_last", "malloc"]),
-    ("+ packed oneDNN conv, fused act, 2x2 pools (winograd=False)", ["inference_mode", "packed"]),
-    ("+ Winograd where it pays = fast", ["inference_mode", "winograd"]),
+    ("+ packed oneDNN conv, fused act (winograd=False)", ["inference_mode", "malloc", "packed"]),
+    ("+ Winograd where it pays = load() as the CLI runs it", ["inference_mode", "malloc", "winograd"]),
 ]
 
 
 def _ablation_net(cfg: str, weights: str, levers: list[str]):  # noqa: ANN202
-    """The exact network with the given levers applied, and whether to run it under inference_mode."""
+    """The network with the given levers applied, and whether to run it under inference_mode."""
     import torch
 
     import pydarknet
-    from pydarknet import fast
+    from pydarknet.fast import prepare
+    from pydarknet.layers.fast_conv import FastConv
+    from pydarknet.network import build_network
 
-    net = pydarknet.load(cfg, weights)
-    if "fold" in levers:
-        net.fold_batchnorm()
+    if not {"fold", "packed", "winograd"} & set(levers):
+        net = pydarknet.load(cfg, weights, exact=True)
+    else:
+        net = build_network(cfg, "fast")
+        net.load_weights(weights)
+        net.eval()
+        if "fold" in levers:
+            for conv in (m for m in net.modules() if isinstance(m, FastConv)):
+                conv.fold()
+        else:
+            prepare(net, winograd="winograd" in levers)
     if "channels_last" in levers:
         net.to(memory_format=torch.channels_last)
     if "malloc" in levers:
-        fast.keep_freed_memory()
-    if "packed" in levers:
-        net = fast.optimize_for_inference(net, winograd=False)
-    if "winograd" in levers:
-        net = fast.optimize_for_inference(net)
+        pydarknet.keep_freed_memory()  # after the load, as the CLI
     return net, "inference_mode" in levers
 
 
@@ -156,9 +170,12 @@ def pydarknet_worker(spec: dict) -> None:
 
     start = time.perf_counter()
     recipe = spec["recipe"]
-    mode = torch.no_grad  # as pydarknet.detect and the CLI run a network
-    if recipe in ("exact", "fast"):
-        net = pydarknet.load(spec["cfg"], spec["weights"], fast=recipe == "fast")
+    mode = torch.no_grad  # as the detector and the CLI run a network
+    if recipe == "exact":
+        net = pydarknet.load(spec["cfg"], spec["weights"], exact=True)
+    elif recipe == "fast":  # the default network, in a process set up as the CLI sets up its own
+        net = pydarknet.load(spec["cfg"], spec["weights"])
+        pydarknet.keep_freed_memory()
     else:
         net, inference = _ablation_net(spec["cfg"], spec["weights"], recipe)
         mode = torch.inference_mode if inference else torch.no_grad
@@ -174,15 +191,16 @@ def pydarknet_worker(spec: dict) -> None:
     np.save(spec["out"], forward().float().numpy())
     timers = {"forward": forward}
     if spec["post"]:  # imported only here: pydarknet.image brings cv2, whose memory counts too
-        from pydarknet.detect import decode_detections, detect
+        from pydarknet.detector import Detector
         from pydarknet.image import load_image
 
         image = load_image(ROOT / "data" / f"{IMAGES[0]}.jpg")
         out = forward()[0]
-        h, w = image.shape[1:]
-        timers["post"] = lambda: decode_detections(net, out, w, h, 0.5, 0.5, 0.45)
+        detector = Detector(net)
+        frame = detector.frame(image)
+        timers["post"] = lambda: detector.decode([out], frame)
         if spec["e2e"]:
-            timers["end to end"] = lambda: detect(net, image)
+            timers["end to end"] = lambda: detector.detect([image])
     info = {"load_s": load_s, "version": f"pydarknet {pydarknet.__version__}, torch {torch.__version__}",
             "threads": torch.get_num_threads()}
     _serve(timers, spec["warmup"], info)
@@ -220,7 +238,7 @@ def calibrate_objectness(net, x, share: float = 0.01) -> None:  # noqa: ANN001
     for NMS and the WordTree walk, where a trained detector gives a handful."""
     import torch
 
-    p = net.region.params
+    p = net.heads[-1][1].params
     conv = net.layers[net.output_index - 1].conv
     channels = [a * (p.coords + 1 + p.classes) + p.coords for a in range(p.n)]
     with torch.no_grad():
@@ -248,25 +266,24 @@ def prepare(rows: list[Row], work: Path) -> dict[Row, dict]:
     import torch
 
     import pydarknet
-    from pydarknet.detect import network_input
-    from pydarknet.image import load_image
+    from pydarknet.image import letterbox_image, load_image
     from pydarknet.network import build_network
 
     files: dict[Row, dict] = {}
     weights: dict[str, Path] = {}
     for row in rows:
-        cfg = sized_cfg(row, work)
+        cfg = sized_cfg(row, work) if row.sized else ROOT / row.cfg
         images = [load_image(ROOT / "data" / f"{IMAGES[i % len(IMAGES)]}.jpg") for i in range(row.batch)]
-        x = np.stack([network_input(im, row.size, row.size) for im in images]).astype(np.float32)
+        x = np.stack([letterbox_image(im, row.size, row.size) for im in images]).astype(np.float32)
         if row.cfg not in weights:
             net = build_network(cfg).eval()
             randomize(net, SEED)
-            if net.region is not None:
+            if net.heads:
                 calibrate_objectness(net, torch.from_numpy(x[:1]))
             weights[row.cfg] = work / f"{Path(row.cfg).stem}.weights"
             net.save_weights(weights[row.cfg])
-        net = pydarknet.load(cfg, weights[row.cfg])
-        stem = f"{row.name}_{row.batch}"
+        net = pydarknet.load(cfg, weights[row.cfg], exact=True)
+        stem = f"{row.name}_{row.size}_{row.batch}"
         np.save(work / f"input_{stem}.npy", x)
         region = net.kinds[-1] == "region"
         check = len(net.layers) - 2 if region else len(net.layers) - 1
@@ -291,19 +308,23 @@ def post_timers(net, out, region_in, img_w: int, img_h: int) -> tuple[dict, dict
     """{label: fn} to time and {label: what it processed} for one network output."""
     import torch
 
-    from pydarknet.detect import decode_detections
+    from pydarknet.detector import Detector
+    from pydarknet.heads import Frame
 
-    p = net.region.params
+    head = net.heads[-1][1]
+    p = head.params
     objectness = out.reshape(p.n, -1, out.shape[1] * out.shape[2])[:, p.coords]
+    frame = Frame(img_w, img_h, net.config.width, net.config.height, letterbox=True)
     timers, notes = {}, {}
     for thresh, hier, nms in POST_SETTINGS:
         key = f"decode thresh {thresh} hier {hier} nms {nms}"
-        timers[key] = lambda t=thresh, h=hier, n=nms: decode_detections(net, out, img_w, img_h, t, h, n)
+        detector = Detector(net, thresh=thresh, hier_thresh=hier, nms=nms)
+        timers[key] = lambda d=detector: d.decode([out], frame).detections()
         notes[key] = f"{len(timers[key]())} dets, {int((objectness > np.float32(thresh)).sum())} boxes > thresh"
-    if net.region.tree is not None:
+    if head.tree is not None:
         def activate() -> None:
             with torch.no_grad():
-                net.region(region_in)
+                head(region_in)
 
         key = "region activation (WordTree softmax)"
         timers[key], notes[key] = activate, f"input {tuple(region_in.shape)}"
@@ -331,7 +352,7 @@ def run_post_only(args: argparse.Namespace) -> int:
 def post_only(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
     """Time the post-processing alone, in this process, on a fixed network output per row: the exact
     network's output for dog.jpg with the benchmark's seeded weights (objectness calibrated as for the
-    other rows: 1% of the boxes pass .5). Per setting: `decode_detections` (region boxes, WordTree walk,
+    other rows: 1% of the boxes pass .5). Per setting: `Detector.decode` (region boxes, WordTree walk,
     NMS, the Detection list); for a WordTree region also the region layer's activation on the stored
     region input (its WordTree softmax is part of the network pass, not of the decode). Timers rotate,
     one pass each, so that the load of a shared machine hits them alike."""
@@ -345,7 +366,7 @@ def post_only(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
     iters = args.iters or (15 if args.quick else 50)
     for row in rows:
         f = files[row]
-        net = pydarknet.load(f["cfg"], f["weights"])
+        net = pydarknet.load(f["cfg"], f["weights"], exact=True)
         out = torch.from_numpy(np.load(work / f"exact_out_{f['stem']}.npy")[0])
         region_in = torch.from_numpy(np.load(work / f"exact_check_{f['stem']}.npy"))
         timers, notes = post_timers(net, out, region_in, image.shape[2], image.shape[1])
@@ -358,7 +379,7 @@ def post_only(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
                 start = time.perf_counter()
                 timers[key]()
                 times[key].append(time.perf_counter() - start)
-        print(f"\n{row.name} @{row.size}, post-processing ({iters} interleaved passes; load average "
+        print(f"\n{row.label}, post-processing ({iters} interleaved passes; load average "
               f"{os.getloadavg()[0]:.2f})")
         print(f"  {'':45s} {'median ms':>9s} {'p10':>7s} {'p90':>7s}")
         for key, t in times.items():
@@ -371,7 +392,7 @@ def post_only(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
 
 class Worker:
     def __init__(self, python: str, spec: dict) -> None:
-        env = {**os.environ, **(PASSIVE_WAIT if spec["passive"] else {})}
+        env = {**os.environ, **(PASSIVE_WAIT if spec["passive"] else {}), "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen([python, __file__, "--worker", json.dumps(spec)], cwd=ROOT, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.info: dict = {}
@@ -455,7 +476,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer passes")
     parser.add_argument("--iters", type=int, default=None, help="timed passes per engine and row")
     parser.add_argument("--engines", default="exact,fast,opencv",
-                        help="comma list of exact (pydarknet.load), fast (load(fast=True)), opencv")
+                        help="comma list of exact (load(exact=True)), fast (load() as the CLI runs it), opencv")
     parser.add_argument("--rows", default=None, help="comma list of row names (e.g. yolo-voc,yolo9000)")
     parser.add_argument("--batches", default="1,8", help="comma list of batch sizes (default 1,8)")
     parser.add_argument("--ablation", action="store_true", help="one lever at a time (on yolo-voc batch 1 "
@@ -464,8 +485,11 @@ def main() -> int:
                         "instead of spinning (see PASSIVE_WAIT)")
     parser.add_argument("--post-only", action="store_true", help="time only the post-processing (decode, "
                         "NMS; WordTree softmax) in this process, batch-1 detector rows (see post_only)")
+    parser.add_argument("--cli", action="store_true", help="the CLI row: `pydarknet detect` with no flags "
+                        "against OpenCV doing the same job, per image (see detect_cli.py)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # this tree's pydarknet, whatever is installed (workers: PYTHONPATH)
     if args.worker:
         spec = json.loads(args.worker)
         (opencv_worker if spec["engine"] == "opencv" else pydarknet_worker)(spec)
@@ -473,6 +497,8 @@ def main() -> int:
 
     if args.post_only:
         return run_post_only(args)
+    if args.passive_wait:
+        os.environ.update(PASSIVE_WAIT)  # for the CLI row's processes; the workers get it per spec
 
     opencv_python = args.opencv_python
     if args.setup:
@@ -481,6 +507,8 @@ def main() -> int:
     if "opencv" in engines and not Path(opencv_python).exists():
         print(f"no {opencv_python}: run with --setup (or pass --opencv-python)", file=sys.stderr)
         return 2
+    if args.cli:
+        return run_cli(args, opencv_python)
     batches = [int(b) for b in args.batches.split(",")]
     rows = [r for r in ROWS if (args.rows is None or r.name in args.rows.split(",")) and r.batch in batches]
     if args.ablation and args.rows is None:
@@ -502,6 +530,25 @@ def main() -> int:
             engines = row_engines(row, files[row], args, opencv_python, work, warmup)
             report(row, measure(engines, iters), work, files[row]["stem"], iters)
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def run_cli(args: argparse.Namespace, opencv_python: str) -> int:
+    """The CLI row (detect_cli.py) on yolo-voc @416 with the benchmark's seeded weights."""
+    import detect_cli
+
+    count, repeats = (8, 2) if args.quick else (16, args.iters or 5)
+    print(f"CPU: {cpu_model()}; threads: {args.threads}; {time.strftime('%Y-%m-%d %H:%M')}; load average at "
+          f"start: {os.getloadavg()[0]:.2f}", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="pydarknet-bench-"))
+    try:
+        row = ROWS[0]
+        files = prepare([row], work)[row]
+        result = detect_cli.measure(Path(files["cfg"]), Path(files["weights"]), opencv_python, work,
+                                    args.threads, count, repeats, {})
+        detect_cli.report(result, count, repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -538,7 +585,7 @@ def _rel_diff(path: str, ref: np.ndarray) -> str:
 def report(row: Row, res: dict[str, dict], work: Path, stem: str, iters: int) -> None:
     """One row's table: median ms, images/s, peak RSS, time ratio to OpenCV, and how far each engine's
     output is from the exact pydarknet's (max |diff| / max |exact|; OpenCV: on the region's input)."""
-    print(f"\n{row.name} @{row.size}, batch {row.batch} ({iters} interleaved passes each; "
+    print(f"\n{row.label}, batch {row.batch} ({iters} interleaved passes each; "
           f"load average {os.getloadavg()[0]:.2f})")
     peer = res.get("opencv")
     print(f"  {'engine':40s} {'ms':>9s} {'img/s':>8s} {'RSS MB':>7s} {'/OpenCV':>8s} {'vs exact':>9s}")

@@ -21,6 +21,7 @@ from pydarknet.cfg import Section
 from pydarknet.data.datafile import read_data_file, read_list, resolve_path
 from pydarknet.data.labels import LabelPolicy, label_path, read_labels
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import atomic_write, read_text
 
 
 @dataclass
@@ -206,7 +207,6 @@ def write_region_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> Non
     When num changes, the [convolutional] just before the region must change its filters= to
     num*(coords+1+classes) too, or the network would not build; that line is updated as well."""
     from pydarknet.cfg import parse_cfg_text
-    from pydarknet.weights import atomic_write
 
     path = Path(cfg_path)
     text = _read_cfg_text(path)
@@ -235,10 +235,7 @@ def write_region_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> Non
 
 
 def _read_cfg_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", errors="surrogateescape")
-    except OSError as err:
-        raise DarknetError(f"cannot read cfg: {err.strerror}", path) from None
+    return read_text(path, "cfg file", errors="surrogateescape")  # every byte written back as it was
 
 
 def _set_option(lines: list[str], sec: Section, key: str, value: str) -> None:
@@ -264,7 +261,6 @@ def write_yolo_anchors(cfg_path: str | Path, anchors_text: str, k: int) -> int:
     Returns how many sections were written. Each head's num= must already be k: its mask= picks anchors
     by index and the filters= before it follow the mask, so a new count is the user's call."""
     from pydarknet.cfg import parse_cfg_text
-    from pydarknet.weights import atomic_write
 
     path = Path(cfg_path)
     text = _read_cfg_text(path)
@@ -324,7 +320,6 @@ def plot_cloud(wh_px: np.ndarray, assignment: np.ndarray, anchors_px: np.ndarray
     coloured by cluster, each anchor as a white rectangle from the origin; size pixels = the network size."""
     import cv2
 
-    from pydarknet.weights import atomic_write
 
     img = np.zeros((size, size, 3), np.uint8)
     scale_w, scale_h = np.float32(size) / np.float32(width), np.float32(size) / np.float32(height)
@@ -347,7 +342,6 @@ def plot_clusters(wh_cells: np.ndarray, assignment: np.ndarray, anchors_cells: n
     rectangle from the origin it stands for (as AlexeyAB's `-show`)."""
     import cv2
 
-    from pydarknet.weights import atomic_write
 
     margin = 50
     span = float(max(wh_cells.max(), anchors_cells.max())) * 1.05

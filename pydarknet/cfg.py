@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import read_text
 from pydarknet.paths import resolve_path
 
 T = TypeVar("T")
@@ -170,12 +171,7 @@ def parse_cfg(path: str | Path) -> list[Section]:
     """Read and parse a `.cfg` file (found as `resolve_path` finds it); any problem is a DarknetError naming
     the file."""
     path = resolve_path(path)
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except IsADirectoryError:
-        raise DarknetError("is a directory, expected a .cfg file", path) from None
-    except OSError as err:
-        raise DarknetError(f"cannot read cfg: {err.strerror}", path) from None
+    text = read_text(path, "cfg file")
     if "\0" in text:
         raise DarknetError("not a text cfg file (contains NUL bytes)", path)
     return parse_cfg_text(text, str(path))

@@ -11,8 +11,6 @@ its detections, to a video of the input's size and frame rate.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from pydarknet.annotate import annotate
 from pydarknet.detection import Detection
 from pydarknet.detector import Detector
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import atomic_path
 from pydarknet.image import image_from_array
 
 # Output container -> codec that opencv-python(-headless)'s bundled FFmpeg writes.
@@ -156,29 +155,24 @@ def run_demo(net: torch.nn.Module, source: str | int, out: str | Path, names: Se
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps > 0 and np.isfinite(fps) else _DEFAULT_FPS
         height, width = frame.shape[:2]
-        # VideoWriter picks the container from the name, so the temporary name keeps the extension.
-        tmp = out.with_name(f".{out.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{out.suffix}")
-        writer = _writer(tmp, fps, width, height)
-        frames = 0
-        start = last = time.perf_counter()
-        try:
-            with contextlib.suppress(KeyboardInterrupt):
-                while ok:
-                    dets = detector(frame)
-                    writer.write(annotate(frame, dets, names, num_classes))
-                    frames += 1
-                    if on_frame is not None:
-                        now = time.perf_counter()
-                        on_frame(Frame(frames - 1, total, dets, now - last))
-                        last = now
-                    ok, frame = capture.read()
-            seconds = time.perf_counter() - start
-            writer.release()
-            os.replace(tmp, out)
-        except BaseException:
-            writer.release()
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(out) as tmp:
+            writer = _writer(tmp, fps, width, height)
+            frames = 0
+            start = last = time.perf_counter()
+            try:
+                with contextlib.suppress(KeyboardInterrupt):
+                    while ok:
+                        dets = detector(frame)
+                        writer.write(annotate(frame, dets, names, num_classes))
+                        frames += 1
+                        if on_frame is not None:
+                            now = time.perf_counter()
+                            on_frame(Frame(frames - 1, total, dets, now - last))
+                            last = now
+                        ok, frame = capture.read()
+                seconds = time.perf_counter() - start
+            finally:
+                writer.release()
     finally:
         capture.release()
     return DemoResult(frames, seconds, width, height, fps)

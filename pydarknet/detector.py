@@ -61,11 +61,14 @@ class Detector:
     with the heads' Darknet it decides the input geometry (letterbox or plain resize; `letterbox=` overrides)
     and the NMS. `relative=False` gives boxes in image pixels; `class_map` a WordTree's probs of those tree
     classes (validate_detector's map=); `classes` keeps the probs of the first `classes` classes only;
-    `nms=0` skips NMS. Batches of `batch_size` images go through the network together."""
+    `nms=0` skips NMS. Batches of `batch_size` images go through the network together (default: 8 on a
+    GPU; 1 on the CPU, whose inference network runs a batch image by image anyway, so a batch would only
+    keep more activations alive)."""
 
     def __init__(self, net: torch.nn.Module, *, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.45,
                  command: str = "test", letterbox: bool | None = None, relative: bool = True,
-                 class_map: np.ndarray | None = None, classes: int | None = None, batch_size: int = 8) -> None:
+                 class_map: np.ndarray | None = None, classes: int | None = None,
+                 batch_size: int | None = None) -> None:
         self.heads: list[Head] = [head for _, head in net.heads]
         if not self.heads:
             raise DarknetError("the network has no detection layer ([region] or [yolo]) to detect with",
@@ -79,7 +82,7 @@ class Detector:
         self.nms_fn = last.nms(command)
         self.thresh, self.hier_thresh, self.nms = thresh, hier_thresh, nms
         self.relative, self.class_map, self.classes = relative, class_map, classes
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (8 if net.device.type == "cuda" else 1)
 
     @property
     def num_classes(self) -> int:

@@ -7,7 +7,6 @@ everything after decoding (resize_image, letterbox_image, the 0.5 canvas) reprod
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import atomic_write, read_bytes
 from pydarknet.paths import resolve_path
 
 _F32 = np.float32
@@ -41,12 +41,13 @@ def decode_image_file(path: str | Path, flags: int) -> np.ndarray:
     it cannot be read or decoded."""
     try:
         # Stat first: reading a FIFO or a device such as /dev/zero would block or never end.
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise DarknetError("cannot read image: not a regular file", file=path)
-        # fromfile + imdecode instead of imread: imread cannot open non-ASCII paths on every platform.
-        data = np.fromfile(path, dtype=np.uint8)
+        regular = stat.S_ISREG(os.stat(path).st_mode)
     except OSError as err:
         raise DarknetError(f"cannot read image: {err.strerror or err}", file=path) from err
+    if not regular:
+        raise DarknetError("cannot read image: not a regular file", file=path)
+    # The bytes + imdecode instead of imread: imread cannot open non-ASCII paths on every platform.
+    data = np.frombuffer(read_bytes(path, "image"), dtype=np.uint8)
     decoded = None
     if data.size:
         try:
@@ -244,14 +245,7 @@ def save_image(path: str | Path, image: np.ndarray) -> None:
         ok = False
     if not ok:
         raise DarknetError(f"cannot encode image as {path.suffix or '(no extension)'}", file=path)
-    # A temp file in the same directory makes os.replace atomic: readers never see half an image.
-    # os.open with mode 0o666 (not tempfile's 0o600) so the result gets the usual umask permissions.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
+        atomic_write(path, encoded.tobytes(), make_dirs=False)  # as Darknet: into an existing directory
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise DarknetError(f"cannot write image: {err.strerror or err}", file=path) from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import read_text
 from pydarknet.paths import ASSETS, resolve_path
 
 DEFAULT_NAMES = {20: "data/voc.names", 80: "data/coco.names", 9418: "data/9k.names",
@@ -14,12 +15,7 @@ DEFAULT_NAMES = {20: "data/voc.names", 80: "data/coco.names", 9418: "data/9k.nam
 def read_names(path: str | Path, classes: int | None = None, relative_to: str | Path | None = None) -> list[str]:
     """Lines of a names file; with `classes`, the file must have at least that many lines."""
     resolved = resolve_path(path, relative_to)
-    try:
-        names = resolved.read_text(encoding="utf-8", errors="replace").splitlines()
-    except IsADirectoryError:
-        raise DarknetError("is a directory, expected a names file", resolved) from None
-    except OSError as err:
-        raise DarknetError(f"cannot read names file: {err.strerror}", resolved) from None
+    names = read_text(resolved, "names file").splitlines()
     if classes is not None and len(names) < classes:
         raise DarknetError(f"has {len(names)} names but the model has {classes} classes", resolved,
                            len(names) + 1)

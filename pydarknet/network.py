@@ -18,7 +18,7 @@ from pydarknet.heads import region as _region  # noqa: F401  (registers [region]
 from pydarknet.heads import yolo as _yolo  # noqa: F401  (registers [yolo])
 from pydarknet.layers.activations import ACTIVATION_DEFS
 from pydarknet.layers.conv import alexeyab_bflops
-from pydarknet.layers.registry import Built, Context, Shape, build_layer
+from pydarknet.layers.registry import VARIANTS, Built, Context, Shape, build_layer
 from pydarknet.netconfig import NetConfig, parse_net
 
 ALEXEYAB_ACTIVATIONS = {name for name, d in ACTIVATION_DEFS.items() if d.alexeyab}
@@ -65,8 +65,10 @@ def layer_training_options(sec: Section) -> dict[str, float]:
 class Darknet(nn.Module):
     """A Darknet network. `forward` returns the last non-[cost] layer's output in Darknet's layout."""
 
-    def __init__(self, sections: list[Section], cfg_path: str | Path = "<cfg>") -> None:
+    def __init__(self, sections: list[Section], cfg_path: str | Path = "<cfg>", variant: str = "exact") -> None:
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
         self.cfg_path = Path(cfg_path)
         self.sections = sections
         self.dialect = cfg_dialect(sections)
@@ -79,7 +81,8 @@ class Darknet(nn.Module):
         # AlexeyAB's per-layer training options ({} per layer for pjreddie cfgs, which have none)
         self.layer_training: list[dict[str, float]] = []
         for index, sec in enumerate(sections[1:]):
-            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect, net=self.config)
+            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect, variant,
+                          net=self.config)
             b = build_layer(sec, ctx)
             self.layer_training.append(layer_training_options(sec) if self.dialect == "alexeyab" else {})
             reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)
@@ -108,9 +111,6 @@ class Darknet(nn.Module):
         self.register_buffer("_seen", torch.zeros((), dtype=torch.int64), persistent=True)
         # What save_weights writes: the header of the file loaded, else the version its Darknet writes.
         self.weights_header: tuple[int, int, int] = (0, 2, 5) if self.dialect == "alexeyab" else (0, 2, 0)
-        # Set by the CPU fast path (pydarknet.fast): its packed weights are laid out for one image, so a
-        # batch runs image by image, and some of its layers overwrite their input.
-        self.inference_optimized = False
 
     @property
     def seen(self) -> int:
@@ -143,19 +143,11 @@ class Darknet(nn.Module):
 
     def forward(self, x: Tensor, outputs: list[int] | None = None) -> Tensor | list[Tensor]:
         """The output layer's output, or the list of the outputs of the layers `outputs` (e.g. every head)."""
-        wanted = [self.output_index] if outputs is None else outputs
-        if self.inference_optimized and len(x) > 1:
-            runs = [self._run(x[i:i + 1], set(wanted)) for i in range(len(x))]
-            found = [torch.cat([run[k] for run in runs]) for k in wanted]
-        else:
-            run = self._run(x, set(wanted))
-            found = [run[k] for k in wanted]
-        return found[0] if outputs is None else found
+        run = self._run(x, set([self.output_index] if outputs is None else outputs))
+        return run[self.output_index] if outputs is None else [run[k] for k in outputs]
 
     def layer_outputs(self, x: Tensor) -> list[Tensor]:
         """Every layer's output in order (index 0 = first layer after [net])."""
-        if self.inference_optimized:
-            raise DarknetError("layer outputs need the network as loaded: the fast path overwrites some of them")
         return self._run(x, None)
 
     def summary(self) -> str:
@@ -174,13 +166,6 @@ class Darknet(nn.Module):
         lines.append(f"Floating Point Operations: {total}")
         lines.append(f"Floating Point Operations: {total / 1e9:.2f} Bn")
         return "\n".join(lines)
-
-    def fold_batchnorm(self) -> Darknet:
-        """Fold BatchNorm into conv weights for inference (changes float rounding slightly)."""
-        for layer in self.layers:
-            if hasattr(layer, "fold_batchnorm"):
-                layer.fold_batchnorm()
-        return self
 
     def detect(self, images: ImageLike | Sequence[ImageLike], thresh: float = 0.5, hier_thresh: float = 0.5,
                nms: float = 0.45, **options: Any) -> list[Detection] | list[list[Detection]]:
@@ -205,5 +190,7 @@ class Darknet(nn.Module):
         load_weights(self, path, upto=upto)
 
 
-def build_network(cfg_path: str | Path) -> Darknet:
-    return Darknet(parse_cfg(cfg_path), cfg_path)
+def build_network(cfg_path: str | Path, variant: str = "exact") -> Darknet:
+    """The network of a cfg file: "exact" (trainable, Darknet's arithmetic) or "fast" (inference
+    variants of its layers, `pydarknet.layers.registry.Context.variant`)."""
+    return Darknet(parse_cfg(cfg_path), cfg_path, variant)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import atomic_write, open_binary
 from pydarknet.paths import resolve_path
 
 HEADER_INTS = struct.Struct("<iii")
+# Enough for the longest header read_header accepts (3 ints + a 64-bit seen).
+_HEADER_MAX = 20
 
 
 def weighted_layers(net, upto: int | None = None) -> list[tuple[int, object]]:  # noqa: ANN001
@@ -62,15 +65,9 @@ def load_weights(net, path: str | Path, upto: int | None = None) -> None:  # noq
     (for the first `upto` layers when given: Darknet's `partial` files). The floats are read straight
     into each tensor: the file is never held in memory whole (yolo9000: 195 MB more at the peak)."""
     path = resolve_path(path)
-    if path.is_dir():
-        raise DarknetError("is a directory, expected a .weights file", path)
-    try:
-        fh = path.open("rb")
-    except OSError as err:
-        raise DarknetError(f"cannot read weights: {err.strerror}", path) from None
-    with fh:
+    with open_binary(path, "weights file") as fh:
         size = os.fstat(fh.fileno()).st_size
-        header, seen, offset = read_header(fh.read(HEADER_INTS.size + 8), path, net.dialect)
+        header, seen, offset = read_header(fh.read(_HEADER_MAX), path, net.dialect)
         transpose = header[0] > 1000 or header[1] > 1000
         need = expected_floats(net, upto)
         have_bytes = size - offset
@@ -131,24 +128,37 @@ def weights_bytes(net, upto: int | None = None) -> bytes:  # noqa: ANN001
     return b"".join(parts)
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make checkpoints private to their writer
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(net, path: str | Path, upto: int | None = None) -> None:  # noqa: ANN001
     atomic_write(path, weights_bytes(net, upto))
+
+
+def weights_info(path: str | Path, cfg: str | Path | None = None) -> dict[str, Any]:
+    """Header and size of a .weights file; with a cfg, whether it fits and how many leading layers it
+    covers fully (`layers_covered` is the `upto` that loads a partial file such as darknet19_448.conv.23)."""
+    path = Path(path)
+    with open_binary(path, "weights file") as fh:
+        head = fh.read(_HEADER_MAX)
+        size = os.fstat(fh.fileno()).st_size
+    if head.startswith(b"PK\x03\x04"):  # a zip archive: what torch.save writes
+        raise DarknetError("is a .pt file, not a .weights file (pydarknet convert turns it into one)", path)
+    from pydarknet.network import build_network
+
+    net = None if cfg is None else build_network(cfg)
+    (major, minor, revision), seen, offset = read_header(head, path, "pjreddie" if net is None else net.dialect)
+    floats, trailing = divmod(size - offset, 4)
+    info: dict[str, Any] = {"version": f"{major}.{minor}.{revision}", "seen": seen, "header_bytes": offset,
+                            "floats": floats, "trailing_bytes": trailing}
+    if net is None:
+        return info
+    counts = {i: sum(t.numel() for t in layer.darknet_params()) for i, layer in weighted_layers(net)}
+    covered, total = 0, 0
+    for i in range(len(net.layers)):
+        if total + counts.get(i, 0) > floats:
+            break
+        total += counts.get(i, 0)
+        covered = i + 1
+    expected = sum(counts.values())
+    info.update(cfg=str(cfg), expected_floats=expected, fits=floats == expected and not trailing,
+                layers=len(net.layers), layers_covered=covered,
+                ends_at_layer=total == floats and not trailing)
+    return info

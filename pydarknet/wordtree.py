@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import read_text
 
 
 @dataclass(eq=False)
@@ -88,12 +89,7 @@ class Tree:
 
 def _read_lines(path: str | Path, what: str) -> tuple[Path, list[str]]:
     path = Path(path)
-    try:
-        return path, path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except IsADirectoryError:
-        raise DarknetError(f"is a directory, expected a {what}", path) from None
-    except OSError as err:
-        raise DarknetError(f"cannot read {what}: {err.strerror}", path) from None
+    return path, read_text(path, what).splitlines()
 
 
 def read_tree(path: str | Path, names_path: str | Path | None = None) -> Tree:

@@ -51,7 +51,7 @@ def fixture_dir(name: str) -> Path:
 
 
 def fixture_net(name: str) -> pydarknet.Darknet:
-    return pydarknet.load(fixture_dir(name) / "net.cfg", fixture_dir(name) / "net.weights")
+    return pydarknet.load(fixture_dir(name) / "net.cfg", fixture_dir(name) / "net.weights", exact=True)
 
 
 def fixture_batch(net: pydarknet.Darknet, name: str, size: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ CFGS = ["yolov2-voc", "yolov2-tiny-voc", "yolov2", "yolo9000", "darknet19", "tin
 
 def random_weights(cfg, path):
     torch.manual_seed(0)
-    net = pydarknet.load(cfg)
+    net = pydarknet.load(cfg, exact=True)
     with torch.no_grad():
         for m in net.modules():
             if hasattr(m, "running_var"):
@@ -31,7 +31,7 @@ def test_full_size_cfg_end_to_end(name, tmp_path, capsys):
     cfg = ROOT / "cfg" / f"{name}.cfg"
     weights = tmp_path / f"{name}.weights"
     written = random_weights(cfg, weights)
-    net = pydarknet.load(cfg, weights)
+    net = pydarknet.load(cfg, weights, exact=True)
     for a, b in zip(written.state_dict().values(), net.state_dict().values()):
         assert torch.equal(a, b)
     net.save_weights(tmp_path / "again.weights")

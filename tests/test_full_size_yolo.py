@@ -116,9 +116,9 @@ def test_full_size_cfg_detects(name, tmp_path, capsys):
     detecting_weights(quiet_build(name), image, tmp_path / "random.weights")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dets = pydarknet.load(cfg, tmp_path / "random.weights", fast=True).detect(image, thresh=0.25)
+        dets = pydarknet.load(cfg, tmp_path / "random.weights").detect(image, thresh=0.25)
         assert main(["detector", "test", "cfg/coco.data", str(cfg), str(tmp_path / "random.weights"), str(image),
-                     "-dont_show", "-ext_output", "-out", str(tmp_path / "result.json"), "--no-draw", "--fast"]) == 0
+                     "-dont_show", "-ext_output", "-out", str(tmp_path / "result.json"), "--no-draw"]) == 0
     out = capsys.readouterr().out.splitlines()
     names = read_names(ROOT / "data" / "coco.names")
     assert 0 < len(dets) < 500

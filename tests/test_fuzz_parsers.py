@@ -320,7 +320,7 @@ VALID = (VOC / "net.weights").read_bytes()
 
 @pytest.fixture(scope="module")
 def voc_net() -> Darknet:
-    return pydarknet.load(VOC / "net.cfg")
+    return pydarknet.load(VOC / "net.cfg", exact=True)
 
 
 def test_valid_weights_round_trip(voc_net: Darknet) -> None:

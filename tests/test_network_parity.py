@@ -14,7 +14,7 @@ from conftest import FIXTURES, cfg_for, infer_dirs
 
 @pytest.mark.parametrize("infer_dir", infer_dirs(), ids=lambda d: f"{d.parent.name}/{d.name}")
 def test_every_stored_layer_matches_darknet(infer_dir):
-    net = pydarknet.load(cfg_for(infer_dir), infer_dir.parent / "net.weights")
+    net = pydarknet.load(cfg_for(infer_dir), infer_dir.parent / "net.weights", exact=True)
     x = torch.from_numpy(np.load(infer_dir / "input.npy"))[None]
     with torch.no_grad():
         outputs = net.layer_outputs(x)
@@ -38,7 +38,7 @@ def test_every_stored_layer_matches_darknet(infer_dir):
 @pytest.mark.parametrize("name", ["mini_voc", "mini_tiny", "mini_9k", "mini_cls"])
 def test_weights_round_trip_is_byte_identical(name, tmp_path):
     src = FIXTURES / name / "net.weights"
-    net = pydarknet.load(FIXTURES / name / "net.cfg", src)
+    net = pydarknet.load(FIXTURES / name / "net.cfg", src, exact=True)
     out = tmp_path / "resaved.weights"
     net.save_weights(out)
     assert out.read_bytes() == src.read_bytes()
@@ -46,7 +46,7 @@ def test_weights_round_trip_is_byte_identical(name, tmp_path):
 
 def test_forward_returns_last_layer_in_darknet_layout():
     infer_dir = FIXTURES / "mini_voc" / "infer_dog_96"
-    net = pydarknet.load(FIXTURES / "mini_voc" / "net.cfg", FIXTURES / "mini_voc" / "net.weights")
+    net = pydarknet.load(FIXTURES / "mini_voc" / "net.cfg", FIXTURES / "mini_voc" / "net.weights", exact=True)
     x = torch.from_numpy(np.load(infer_dir / "input.npy"))[None]
     with torch.no_grad():
         y = net(x)

@@ -48,7 +48,7 @@ def test_every_stored_layer_matches_darknet(infer_dir):
 @pytest.mark.parametrize("name", YOLO_NETS)
 def test_forward_returns_the_last_yolo_output(name):
     infer_dir = YOLO_FIXTURES / name / "infer_dog"
-    net = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", YOLO_FIXTURES / name / "net.weights")
+    net = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", YOLO_FIXTURES / name / "net.weights", exact=True)
     with torch.no_grad():
         y = net(torch.from_numpy(np.load(infer_dir / "input.npy"))[None])
     last = len(net.layers) - 1
@@ -86,7 +86,7 @@ def test_yolo_defaults_and_options():
 @pytest.mark.parametrize("name", YOLO_NETS)
 def test_training_mode_forward_matches_darknet(name):
     """train_network's forward: BatchNorm with the batch's statistics and AlexeyAB's sqrt(var + 1e-5)."""
-    net = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", YOLO_FIXTURES / name / "net.weights").train()
+    net = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", YOLO_FIXTURES / name / "net.weights", exact=True).train()
     x = torch.from_numpy(np.load(YOLO_FIXTURES / name / "train" / "train_input.npy"))
     with torch.no_grad():
         outputs = net.layer_outputs(x)
@@ -105,7 +105,8 @@ def test_training_mode_forward_matches_darknet(name):
         assert_close(ours[known], ref[known], f"{name} {key}")
     # The forward moved the rolling statistics by .1 of the batch's (pjreddie: .01), as Darknet's step did:
     # its updated.weights holds them (the SGD update does not touch them).
-    updated = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", YOLO_FIXTURES / name / "train" / "updated.weights")
+    updated = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", YOLO_FIXTURES / name / "train" / "updated.weights",
+                             exact=True)
     pairs = [(a, b) for a, b in zip(net.modules(), updated.modules()) if hasattr(a, "running_var")]
     assert pairs
     for ours, ref in pairs:
@@ -116,7 +117,7 @@ def test_training_mode_forward_matches_darknet(name):
 @pytest.mark.parametrize("name", YOLO_NETS)
 def test_weights_round_trip_is_byte_identical(name, tmp_path):
     for src in (YOLO_FIXTURES / name / "net.weights", YOLO_FIXTURES / name / "train" / "updated.weights"):
-        net = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", src)
+        net = pydarknet.load(YOLO_FIXTURES / name / "net.cfg", src, exact=True)
         net.save_weights(tmp_path / "again.weights")
         assert (tmp_path / "again.weights").read_bytes() == src.read_bytes()
     assert net.weights_header == (0, 2, 5) and net.seen == 2  # what AlexeyAB's save_weights wrote

@@ -87,7 +87,7 @@ def detector_calc_anchors(args: argparse.Namespace) -> int:
         write_yolo_anchors,
     )
     from pydarknet.data.datafile import read_data_file
-    from pydarknet.weights import atomic_write
+    from pydarknet.fileio import atomic_write
 
     width, height = args.width, args.height
     if args.write_cfg and not (width and height):

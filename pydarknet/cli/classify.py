@@ -6,17 +6,16 @@ import argparse
 import sys
 import time
 
-import pydarknet
 from pydarknet.classify import classifier_lines, classify
+from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_data_names
-from pydarknet.device import get_device
 from pydarknet.image import load_image
 
 
 def classifier_predict(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
     top = args.top if args.top is not None else int(options.get("top", 1) or 1)
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = load_network(args)
     classes = net.shapes[net.output_index].size
     names = read_data_names(options, classes)
     start = time.time()

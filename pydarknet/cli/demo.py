@@ -7,17 +7,16 @@ import sys
 
 from tqdm import tqdm
 
-import pydarknet
 from pydarknet.cli.main import dialect_default
+from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.demo import Frame, run_demo
-from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
 
 
 def detector_demo(args: argparse.Namespace) -> int:
     options = read_data_file(args.data)
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
+    net = load_network(args)
     if not net.heads:
         raise DarknetError("has no detection layer: `detector demo` needs a detector", args.cfg)
     names = read_data_names(options, net.heads[-1][1].classes)

@@ -9,18 +9,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import pydarknet
 from pydarknet.alexeyab_text import detection_json, detection_json_file, draw_detections_v3_lines
 from pydarknet.annotate import detection_records, draw
 from pydarknet.cli.main import dialect_default
+from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.detection import darknet_lines
 from pydarknet.detector import Detector, Result
-from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import atomic_write
 from pydarknet.image import save_image
 from pydarknet.names import default_names, read_names
-from pydarknet.weights import atomic_write
 from pydarknet.zoo import detect_inputs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
@@ -98,7 +97,7 @@ def run_detection(detector: Detector, names: list[str], images: list[Path], args
 
 
 def _detector(args: argparse.Namespace, command: str) -> Detector:
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device), fast=args.fast)
+    net = load_network(args)
     if not net.heads:
         raise DarknetError("has no detection layer: use `classifier predict` for classifiers", args.cfg)
     # One image at a time: Darknet's per-image "Predicted in" time.

@@ -6,9 +6,8 @@ import argparse
 import sys
 import time
 
-import pydarknet
+from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_list, resolve_path
-from pydarknet.device import get_device
 from pydarknet.errors import DarknetError
 from pydarknet.evaluate.coco_eval import require_pycocotools
 from pydarknet.evaluate.detector_map import map_from_data_file
@@ -17,7 +16,7 @@ from pydarknet.evaluate.valid import validate_detector
 
 
 def detector_valid(args: argparse.Namespace) -> int:
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = load_network(args)
     start = time.time()
     paths = validate_detector(net, args.data, args.out)
     print(f"Total Detection Time: {time.time() - start:f} Seconds", file=sys.stderr)
@@ -28,7 +27,7 @@ def detector_valid(args: argparse.Namespace) -> int:
 def detector_map(args: argparse.Namespace) -> int:
     if args.coco:
         require_pycocotools()  # before loading anything
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = load_network(args)
     result = map_from_data_file(net, args.data, args.thresh, args.iou, coco=args.coco)
     print(result.table())
     if args.pr_dir:
@@ -43,7 +42,7 @@ def detector_recall(args: argparse.Namespace) -> int:
         raise DarknetError("has no valid= list", args.data)
     valid = resolve_path(options["valid"], args.data)
     images = read_list(valid)
-    net = pydarknet.load(args.cfg, args.weights, device=get_device(args.device))
+    net = load_network(args)
     for line in recall_lines(net, images, valid):
         print(line, file=sys.stderr, flush=True)  # Darknet prints these on stderr
     return 0

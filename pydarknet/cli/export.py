@@ -28,7 +28,7 @@ def export(args: argparse.Namespace) -> int:
     if args.opset is not None and fmt != "onnx":
         raise DarknetError(f"--opset applies to onnx, not to {fmt}")
     _refuse_existing(args.out, args.force)
-    net = pydarknet.load(args.cfg, args.weights)
+    net = pydarknet.load(args.cfg, args.weights, exact=True)
     if fmt == "onnx":
         from pydarknet.export.onnx import export_onnx
 
@@ -77,7 +77,7 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def weights_info(args: argparse.Namespace) -> int:
-    from pydarknet.export.convert import weights_info as info
+    from pydarknet.weights import weights_info as info
 
     for key, value in info(args.file, args.cfg).items():
         print(f"{key}: {('yes' if value else 'no') if isinstance(value, bool) else value}")

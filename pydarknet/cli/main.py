@@ -37,6 +37,14 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
 
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    """An inference command: the inference network unless --exact (pydarknet.cli.network)."""
+    p.add_argument("--exact", action="store_true", help="run the network with Darknet's arithmetic (slower) "
+                   "instead of the inference network, whose outputs are within float rounding of it "
+                   "(see pydarknet.fast)")
+    _add_device(p)
+
+
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-thresh", "--thresh", type=float, default=None, help="detection threshold (default .5; "
                    "AlexeyAB's cfgs: .25 for detector test, .24 for detect)")
@@ -53,9 +61,7 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
     p.add_argument("--resize", action="store_true", help="plain resize instead of the letterbox (pjreddie's "
                    "cfgs) or of letter_box=1 (AlexeyAB's)")
-    p.add_argument("--fast", action="store_true", help="CPU fast path: BN folded, packed and Winograd convs "
-                   "(outputs within float rounding of the exact ones; see pydarknet.fast)")
-    _add_device(p)
+    _add_inference_options(p)
 
 
 def _add_data_cfg_weights(p: argparse.ArgumentParser, weights_nargs: str | None = None) -> None:
@@ -129,8 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "less); 1 = each frame alone. AlexeyAB's demo averages no [yolo] output")
     p.add_argument("-letter_box", "--letter-box", action="store_true", help=LETTER_BOX_HELP)
     p.add_argument("-dont_show", "--dont-show", action="store_true", help="accepted for Darknet compatibility")
-    p.add_argument("--fast", action="store_true", help="CPU fast path (see `detect --fast`)")
-    _add_device(p)
+    _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.demo:detector_demo")
 
     p = det.add_parser("map", help="VOC2010+ area and VOC2007 11-point AP per class on the valid list")
@@ -139,19 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-iou", "--iou", type=float, default=0.5)
     p.add_argument("--coco", action="store_true", help="also COCO mAP@[.5:.95] (needs pycocotools: the coco extra)")
     p.add_argument("--pr-dir", default=None, help="write a precision-recall curve PNG per class here")
-    _add_device(p)
+    _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_map")
 
     p = det.add_parser("valid", help="write Darknet's result files for the valid list (by the .data eval=: "
                        "VOC comp4_det_test_<class>.txt, coco_results.json, imagenet-detection.txt) under results=")
     _add_data_cfg_weights(p)
     p.add_argument("-out", "--out", default=None, help="file name prefix inside the results= directory")
-    _add_device(p)
+    _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_valid")
 
     p = det.add_parser("recall", help="Darknet's proposal recall lines (on stderr) for the valid list")
     _add_data_cfg_weights(p)
-    _add_device(p)
+    _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.evaluate:detector_recall")
 
     p = det.add_parser("calc_anchors", help="AlexeyAB's k-means anchors in pixels: its report, anchors.txt, "
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_cfg_weights(p)
     p.add_argument("image")
     p.add_argument("-top", "--top", type=int, default=None, help="how many (default: the .data file's top=)")
-    _add_device(p)
+    _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.classify:classifier_predict")
 
     p = cls.add_parser("train", help="train a classifier as Darknet does (labels from the image paths)")
@@ -188,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = cls.add_parser("valid", help="top-1 and top-k accuracy on the valid list (centre crop, Darknet's lines)")
     _add_data_cfg_weights(p)
     p.add_argument("-top", "--top", type=int, default=None, help="k (default: the .data file's top=, else 1)")
-    _add_device(p)
+    _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.train:classifier_valid")
 
     p = sub.add_parser("summary", help="the layer table Darknet prints for a cfg")

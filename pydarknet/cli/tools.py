@@ -16,7 +16,7 @@ def summary(args: argparse.Namespace) -> int:
 
 def partial(args: argparse.Namespace) -> int:
     """Darknet's `partial`: load a full weights file and save only the first K layers."""
-    net = pydarknet.load(args.cfg, args.weights)
+    net = pydarknet.load(args.cfg, args.weights, exact=True)
     net.save_weights(args.out, upto=args.k)
     print(f"Saving weights to {args.out}")
     return 0

@@ -33,8 +33,10 @@ def classifier_train(args: argparse.Namespace) -> int:
 
 
 def classifier_valid(args: argparse.Namespace) -> int:
+    from pydarknet.malloc import keep_freed_memory
     from pydarknet.train.classifier import validate_classifier
 
+    keep_freed_memory()  # as the other inference commands, but before the load (validate_classifier loads)
     # Darknet's running line per image: the last one is the result.
-    validate_classifier(args.data, args.cfg, args.weights, args.device, args.top, log=print)
+    validate_classifier(args.data, args.cfg, args.weights, args.device, args.top, log=print, exact=args.exact)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import read_text
 from pydarknet.names import read_names
 from pydarknet.paths import resolve_path
 
@@ -20,22 +21,13 @@ class DataOptions(dict[str, str]):
         self.lines: dict[str, int] = {}
 
 
-def _read_text(path: Path, what: str) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except IsADirectoryError:
-        raise DarknetError(f"is a directory, expected {what}", path) from None
-    except OSError as err:
-        raise DarknetError(f"cannot read {what}: {err.strerror}", path) from None
-
-
 def read_data_file(path: str | Path) -> DataOptions:
     """Options of a `.data` file. As in Darknet's read_data_cfg, every blank inside a line is removed
     (so paths cannot contain spaces), `#` and `;` start comment lines, and the first of repeated keys
     wins (option_find returns the first match)."""
     path = resolve_path(path)
     options = DataOptions(path)
-    for number, raw in enumerate(_read_text(path, "a .data file").splitlines(), start=1):
+    for number, raw in enumerate(read_text(path, ".data file").splitlines(), start=1):
         line = "".join(raw.split())
         if not line or line[0] in "#;":
             continue
@@ -65,4 +57,4 @@ def read_list(path: str | Path) -> list[str]:
     """Non-blank lines of a list file, surrounding whitespace removed (Darknet's get_paths keeps
     them, so a stray trailing blank or `\\r` there makes an image unopenable)."""
     path = Path(path)
-    return [s for s in (line.strip() for line in _read_text(path, "a list file").splitlines()) if s]
+    return [s for s in (line.strip() for line in read_text(path, "list file").splitlines()) if s]

@@ -14,6 +14,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import read_text
 
 LabelPolicy = Literal["skip", "stop"]
 
@@ -82,12 +83,9 @@ def read_labels(path: str | Path, policy: LabelPolicy = "skip", classes: int | N
     if policy not in ("skip", "stop"):
         raise ValueError(f"label policy must be 'skip' or 'stop', not {policy!r}")
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError:
+    if not path.exists():
         return Labels(np.zeros((0, 5), np.float32), [f"{path}: no label file, image has no boxes"])
-    except OSError as err:
-        raise DarknetError(f"cannot read label file: {err.strerror}", path) from None
+    text = read_text(path, "label file")
     rows: list[list[float]] = []
     problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -53,7 +53,7 @@ def net_classes(net) -> int:  # noqa: ANN001
 
 def iter_detections(net, images: Sequence[str], classes: int | None = None,  # noqa: ANN001
                     relative_to: str | Path | None = None, thresh: float = VALID_THRESH,
-                    nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int = 8,
+                    nms: float = VALID_NMS, class_map: np.ndarray | None = None, batch_size: int | None = None,
                     progress: bool = True) -> Iterator[ImageDetections]:
     """Each listed image's detections as validate_detector computes them (`classes`: default l.classes)."""
     detector = Detector(net, thresh=thresh, hier_thresh=VALID_HIER, nms=nms, command="valid", relative=False,

@@ -6,7 +6,6 @@ from pydarknet.export.convert import (
     export_state_dict,
     load_pt,
     pt_to_weights,
-    weights_info,
     weights_to_pt,
 )
 from pydarknet.export.onnx import DetectionDecode, export_onnx
@@ -20,6 +19,5 @@ __all__ = [
     "export_torchscript",
     "load_pt",
     "pt_to_weights",
-    "weights_info",
     "weights_to_pt",
 ]

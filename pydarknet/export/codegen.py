@@ -35,7 +35,7 @@ def tree_tables(tree: Tree) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int,
     return torch.from_numpy(perm.astype("int64")), torch.from_numpy(inverse.astype("int64")), buckets
 
 
-class SourceWriter:
+class ClassWriter:
     """Collects the generated class: parameters and their pt keys, `__init__` lines, forward lines, helper
     methods and class constants. Layers write into it through `emit_source`."""
 
@@ -110,8 +110,8 @@ class SourceWriter:
         self.line(f"# {i} [{net.kinds[i]}] {' '.join(net.summaries[i].split())}")
         emit = getattr(layer, "emit_source", None)
         if emit is None:
-            raise DarknetError(f"codegen does not know [{net.kinds[i]}] layers (layer {i}; a network loaded "
-                               "with fast=True cannot be written out)", net.cfg_path)
+            raise DarknetError(f"codegen does not know [{net.kinds[i]}] layers (layer {i}; the inference "
+                               "network cannot be written out: load it with exact=True)", net.cfg_path)
         emit(self, i, inp, out)
 
     def source(self, class_name: str) -> str:
@@ -146,4 +146,4 @@ class SourceWriter:
 
 def codegen(net: Darknet, class_name: str = "DarknetModel") -> str:
     """Readable PyTorch source of one nn.Module class equivalent to `net` at inference."""
-    return SourceWriter(net).source(class_name)
+    return ClassWriter(net).source(class_name)

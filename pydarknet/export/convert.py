@@ -18,13 +18,12 @@ import pydarknet
 from pydarknet.cfg import parse_cfg_text, write_cfg
 from pydarknet.errors import DarknetError
 from pydarknet.export.codegen import tree_tables
-from pydarknet.network import Darknet, build_network
-from pydarknet.weights import atomic_write, read_header, weighted_layers, weights_bytes
+from pydarknet.fileio import atomic_write
+from pydarknet.network import Darknet
+from pydarknet.weights import weights_bytes
 
 PT_FORMAT = "pydarknet-pt"
 PT_VERSION = 1
-# Enough for the longest header read_header accepts (3 ints + a 64-bit seen).
-_HEADER_MAX = 20
 
 
 def tables(net: Darknet) -> dict[str, torch.Tensor]:
@@ -97,45 +96,10 @@ def load_pt(path: str | Path, device: str | torch.device = "cpu") -> Darknet:
 
 
 def weights_to_pt(cfg: str | Path, weights: str | Path, out: str | Path, upto: int | None = None) -> None:
-    export_state_dict(pydarknet.load(cfg, weights, upto=upto), out, upto=upto)
+    export_state_dict(pydarknet.load(cfg, weights, exact=True, upto=upto), out, upto=upto)
 
 
 def pt_to_weights(pt: str | Path, out: str | Path) -> None:
     """The .weights file the pt was made from, byte for byte (header version and seen included)."""
     payload = read_pt(pt)
     atomic_write(out, weights_bytes(network_from_pt(payload, pt), upto=payload.get("upto")))
-
-
-def weights_info(path: str | Path, cfg: str | Path | None = None) -> dict[str, Any]:
-    """Header and size of a .weights file; with a cfg, whether it fits and how many leading layers it
-    covers fully (`layers_covered` is the `upto` that loads a partial file such as darknet19_448.conv.23)."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_HEADER_MAX)
-        size = path.stat().st_size
-    except IsADirectoryError:
-        raise DarknetError("is a directory, expected a .weights file", path) from None
-    except OSError as err:
-        raise DarknetError(f"cannot read weights: {err.strerror}", path) from None
-    if head.startswith(b"PK\x03\x04"):  # a zip archive: what torch.save writes
-        raise DarknetError("is a .pt file, not a .weights file (pydarknet convert turns it into one)", path)
-    (major, minor, revision), seen, offset = read_header(head, path)
-    floats, trailing = divmod(size - offset, 4)
-    info: dict[str, Any] = {"version": f"{major}.{minor}.{revision}", "seen": seen, "header_bytes": offset,
-                            "floats": floats, "trailing_bytes": trailing}
-    if cfg is None:
-        return info
-    net = build_network(cfg)
-    counts = {i: sum(t.numel() for t in layer.darknet_params()) for i, layer in weighted_layers(net)}
-    covered, total = 0, 0
-    for i in range(len(net.layers)):
-        if total + counts.get(i, 0) > floats:
-            break
-        total += counts.get(i, 0)
-        covered = i + 1
-    expected = sum(counts.values())
-    info.update(cfg=str(cfg), expected_floats=expected, fits=floats == expected and not trailing,
-                layers=len(net.layers), layers_covered=covered,
-                ends_at_layer=total == floats and not trailing)
-    return info

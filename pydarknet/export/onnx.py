@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import atomic_write
 from pydarknet.network import Darknet
-from pydarknet.weights import atomic_write
 
 DECODE_OUTPUTS = ["boxes", "objectness", "probs"]
 # Opsets the TorchScript-based exporter writes (20 is its last: new opsets go to the other exporter) from 9,

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from pydarknet.export.onnx import DetectionDecode, example_input, tracing
+from pydarknet.fileio import atomic_write
 from pydarknet.network import Darknet
-from pydarknet.weights import atomic_write
 
 
 def export_torchscript(net: Darknet, path: str | Path, with_decode: bool = False) -> None:

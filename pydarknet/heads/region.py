@@ -27,7 +27,7 @@ from pydarknet.layers.registry import Built, Context, register
 from pydarknet.wordtree import Tree, hierarchy_predictions, read_map, read_tree, top_prediction_region, tree_softmax
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 _F32 = np.float32
 

@@ -27,7 +27,7 @@ from pydarknet.layers.registry import Built, Context, register
 from pydarknet.wordtree import read_map
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 _F32 = np.float32
 FLT_MAX = float(np.finfo(np.float32).max)

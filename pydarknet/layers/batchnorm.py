@@ -211,6 +211,10 @@ class DarknetBatchNorm(nn.Module):
             self.bias.view(shape)
 
     def folded(self) -> tuple[Tensor, Tensor]:
-        """(multiplier, offset) such that bn(x) == x*multiplier + offset at inference."""
+        """(multiplier, offset) such that bn(x) == x*multiplier + offset at inference (AlexeyAB's: in double,
+        as its fuse_conv_batchnorm folds them, rounded to float)."""
+        if self.dialect == "alexeyab":
+            ones = torch.ones_like(self.weight)
+            return fold_batchnorm_double(ones, self.weight, self.bias, self.running_mean, self.running_var)
         mult = self.weight / _STD[self.dialect](self.running_var)
         return mult, self.bias - self.running_mean * mult

@@ -14,7 +14,7 @@ from pydarknet.layers.batchnorm import DarknetBatchNorm
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class ConnectedLayer(nn.Module):

@@ -1,4 +1,4 @@
-"""[convolutional]: conv, optional Darknet batchnorm, activation."""
+"""[convolutional]: conv, optional Darknet batchnorm, activation (inference variant: layers/fast_conv.py)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from pydarknet.layers.batchnorm import (
     darknet_order,
     fold_batchnorm_double,
 )
+from pydarknet.layers.fast_conv import FastConv
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class _DarknetOrderConv(torch.autograd.Function):
@@ -113,7 +114,7 @@ class ConvLayer(nn.Module):
 
     @torch.no_grad()
     def folded(self) -> tuple[Tensor, Tensor]:
-        """(weight, bias) of the conv with BN folded in, for inference: the same Darknet formula (AlexeyAB's
+        """(weight, bias) of the conv with BN folded in, for inference (`DarknetBatchNorm.folded`; AlexeyAB's
         fuse_conv_batchnorm, in double, for its cfgs)."""
         if self.bn is None:
             return self.conv.weight, self.conv.bias
@@ -122,18 +123,6 @@ class ConvLayer(nn.Module):
             return fold_batchnorm_double(self.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         mult, offset = self.bn.folded()
         return self.conv.weight * mult.view(-1, 1, 1, 1), offset
-
-    @torch.no_grad()
-    def fold_batchnorm(self) -> None:
-        """Fold BN into the conv (inference only): the same Darknet formula, one op fewer."""
-        if self.bn is None:
-            return
-        weight, bias = self.folded()
-        folded = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size,
-                           self.conv.stride, self.conv.padding, groups=self.conv.groups, bias=True)
-        folded.weight.copy_(weight)
-        folded.bias.copy_(bias)
-        self.conv, self.bn = folded.to(self.conv.weight.device), None
 
 
 # AlexeyAB options that change what a conv computes and that pydarknet does not implement.
@@ -216,4 +205,6 @@ def build_conv(sec: Section, ctx: Context) -> Built:
     summary = conv_summary(ctx.dialect, n, size, strides, groups, ctx.in_shape, out, flops)
     stride = strides[0] if strides[0] == strides[1] else strides
     module = ConvLayer(c, n, size, stride, padding, groups, bn, activation, ctx.dialect)
+    if ctx.variant == "fast":
+        module = FastConv(module, ctx.in_shape)
     return Built(module, out, summary, flops)

@@ -12,7 +12,7 @@ from pydarknet.cfg import Section
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,7 +14,7 @@ from pydarknet.layers.conv import alexeyab_bflops
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class MaxPoolLayer(nn.Module):
@@ -79,6 +80,19 @@ def _depth_maxpool(sec: Section, ctx: Context, size: int, stride: int) -> Built:
     return Built(DepthMaxPoolLayer(c, out_c), Shape(out_c, h, w), summary, flops)
 
 
+class HalvingMaxPool(MaxPoolLayer):
+    """Inference variant of a 2 x 2 / 2 max-pool: on an even unpadded NHWC map, two pairwise maxima.
+    torch's CPU max_pool2d also makes an int64 index map (for yolov2-voc's first pool 11 MB)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        if any(self.pads) or h % 2 or w % 2 or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x)
+        rows = x.permute(0, 2, 3, 1).view(n, h // 2, 2, w, c)
+        cols = torch.maximum(rows[:, :, 0], rows[:, :, 1]).unflatten(2, (w // 2, 2))
+        return torch.maximum(cols[:, :, :, 0], cols[:, :, :, 1]).permute(0, 3, 1, 2)
+
+
 @register("maxpool")
 def build_maxpool(sec: Section, ctx: Context) -> Built:
     c, h, w = ctx.in_shape.c, ctx.in_shape.h, ctx.in_shape.w
@@ -108,7 +122,9 @@ def build_maxpool(sec: Section, ctx: Context) -> Built:
     else:
         summary = (f"max          {size} x {size} / {stride_x}  {w:4d} x{h:4d} x{c:4d}   ->  "
                    f"{out_w:4d} x{out_h:4d} x{c:4d}")
-    module = MaxPoolLayer(size, stride_x, (before, after_w, before, after_h), stride_y)
+    halving = ctx.variant == "fast" and (size, stride_x, stride_y) == (2, 2, 2)
+    module = (HalvingMaxPool if halving else MaxPoolLayer)(size, stride_x, (before, after_w, before, after_h),
+                                                           stride_y)
     return Built(module, Shape(c, out_h, out_w), summary, flops)
 
 

@@ -5,12 +5,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from torch import nn
 
 from pydarknet.cfg import Section
 from pydarknet.memory import check_activations, refuse_large_tensors
 from pydarknet.netconfig import NetConfig
+
+if TYPE_CHECKING:
+    from pydarknet.wordtree import Tree
+
+
+class SourceWriter(Protocol):
+    """What a layer's `emit_source(gen, index, input name, output name)` writes its forward into: the same
+    torch ops as its `forward`, as source (`pydarknet.export.codegen` implements it)."""
+
+    def line(self, code: str) -> None: ...
+
+    def emit(self, target: str, expr: str) -> None: ...
+
+    def activation(self, out: str, name: str, x: str = "x") -> None: ...
+
+    def batchnorm(self, i: int, n: int, dialect: str) -> None: ...
+
+    def param(self, name: str, key: str, make: str, buffer: bool = False) -> None: ...
+
+    def submodule(self, name: str, make: str, keys: dict[str, str]) -> None: ...
+
+    def tree(self, i: int, tree: Tree) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -24,6 +47,10 @@ class Shape:
     @property
     def size(self) -> int:
         return self.c * self.h * self.w
+
+
+# Implementations a network can be built with (Context.variant).
+VARIANTS = ("exact", "fast")
 
 
 @dataclass

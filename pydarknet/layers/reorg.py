@@ -10,7 +10,7 @@ from pydarknet.cfg import Section
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 def reorg(x: Tensor, s: int) -> Tensor:

@@ -14,7 +14,7 @@ from pydarknet.layers.activations import Activation, activation_option, compile_
 from pydarknet.layers.registry import Built, Context, Shape, register
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 def resolve_index(sec: Section, ctx: Context, raw: int, key: str) -> int:

@@ -13,7 +13,7 @@ from pydarknet.layers.registry import Built, Context, register
 from pydarknet.layers.route import resolve_index
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class ScaleLayer(nn.Module):

@@ -13,7 +13,7 @@ from pydarknet.layers.registry import Built, Context, Shape, register
 from pydarknet.paths import resolve_path
 
 if TYPE_CHECKING:
-    from pydarknet.export.codegen import SourceWriter
+    from pydarknet.layers.registry import SourceWriter
 
 
 class _DarknetSoftmax(torch.autograd.Function):

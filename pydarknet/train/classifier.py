@@ -110,7 +110,7 @@ def center_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
 @torch.no_grad()
 def validate_classifier(data_file: str | Path, cfg_file: str | Path, weights: str | Path | None,
                         device: str = "cpu", top: int | None = None,
-                        log: Callable[[str], None] | None = None) -> tuple[float, float]:
+                        log: Callable[[str], None] | None = None, exact: bool = False) -> tuple[float, float]:
     """Darknet's `classifier valid`: top-1 and top-k accuracy over `valid=`, one image at a time; an image's
     class is the first label in its path (-1: none, never correct). `log` gets Darknet's running line."""
     options = read_data_file(data_file)
@@ -121,7 +121,7 @@ def validate_classifier(data_file: str | Path, cfg_file: str | Path, weights: st
     paths = read_list(valid)
     if not paths:
         raise DarknetError("no images listed", valid)
-    net = pydarknet.load(cfg_file, weights, device=get_device(device))
+    net = pydarknet.load(cfg_file, weights, device=get_device(device), exact=exact)
     if net.kinds[net.output_index] != "softmax":
         raise DarknetError("classifier valid needs a [softmax] output layer", cfg_file)
     tree = net.layers[net.output_index].tree

@@ -163,14 +163,14 @@ def load_for_training(cfg_file: str | Path, weights: str | Path | None, device: 
     `pydarknet partial`) fills the leading layers it covers and the rest keep their initialisation."""
     upto = None
     if weights is not None:
-        from pydarknet.export.convert import weights_info
+        from pydarknet.weights import weights_info
 
         info = weights_info(weights, cfg_file)
         if not info["fits"] and info["ends_at_layer"] and 0 < info["floats"] < info["expected_floats"]:
             upto = info["layers_covered"]
             warnings.warn(f"{weights}: a partial weights file: loading its first {upto} layers",
                           stacklevel=2)
-    return pydarknet.load(cfg_file, weights, device=device, upto=upto)
+    return pydarknet.load(cfg_file, weights, device=device, exact=True, upto=upto)
 
 
 @dataclass

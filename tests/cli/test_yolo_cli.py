@@ -12,7 +12,7 @@ import pytest
 from conftest import FIXTURES, YOLO_FIXTURES, cfg_for, yolo_infer_dirs
 from pydarknet.cli.main import main
 
-PATH_FLAGS = {"exact": [], "fast": ["--fast"]}
+PATH_FLAGS = {"default": [], "exact": ["--exact"]}
 
 
 def image_for(infer_dir):  # noqa: ANN001, ANN201

@@ -12,9 +12,9 @@ import pydarknet
 from conftest import FIXTURES
 from pydarknet.cli.main import main
 from pydarknet.errors import DarknetError
-from pydarknet.export import export_state_dict, load_pt, pt_to_weights, weights_info, weights_to_pt
+from pydarknet.export import export_state_dict, load_pt, pt_to_weights, weights_to_pt
 from pydarknet.network import build_network
-from pydarknet.weights import expected_floats
+from pydarknet.weights import expected_floats, weights_info
 
 NETS = ["mini_voc", "mini_tiny", "mini_cls", "mini_9k"]
 CONNECTED_CFG = ("[net]\nwidth=4\nheight=4\nchannels=3\n"
@@ -37,7 +37,7 @@ def test_fixture_weights_round_trip_byte_for_byte(name, tmp_path):
     weights_to_pt(cfg, weights, tmp_path / "net.pt")
     pt_to_weights(tmp_path / "net.pt", tmp_path / "back.weights")
     assert (tmp_path / "back.weights").read_bytes() == weights.read_bytes()
-    net, rebuilt = pydarknet.load(cfg, weights), load_pt(tmp_path / "net.pt")
+    net, rebuilt = pydarknet.load(cfg, weights, exact=True), load_pt(tmp_path / "net.pt")
     s = net.input_shape
     x = torch.rand(2, s.c, s.h, s.w, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -46,7 +46,7 @@ def test_fixture_weights_round_trip_byte_for_byte(name, tmp_path):
 
 
 def test_pt_holds_plain_data_only(tmp_path):
-    net = pydarknet.load(FIXTURES / "mini_9k" / "net.cfg", FIXTURES / "mini_9k" / "net.weights")
+    net = pydarknet.load(FIXTURES / "mini_9k" / "net.cfg", FIXTURES / "mini_9k" / "net.weights", exact=True)
     export_state_dict(net, tmp_path / "net.pt")
     payload = torch.load(tmp_path / "net.pt", weights_only=True)
     assert set(payload) == {"format", "version", "cfg", "cfg_name", "weights_header", "upto", "state_dict",
@@ -85,7 +85,7 @@ def test_weights_info_full_and_partial(tmp_path):
     assert info["fits"] and info["expected_floats"] == floats
     assert info["layers_covered"] == info["layers"] == 18
 
-    net = pydarknet.load(cfg, weights)
+    net = pydarknet.load(cfg, weights, exact=True)
     net.save_weights(tmp_path / "voc.conv.8", upto=8)  # layers 0-7; layer 8 is a conv
     info = weights_info(tmp_path / "voc.conv.8", cfg)
     assert not info["fits"] and info["layers_covered"] == 8 and info["ends_at_layer"]
@@ -137,7 +137,7 @@ def test_bad_pt_files(tmp_path):
         load_pt(FIXTURES / "mini_voc" / "net.weights")
     with pytest.raises(DarknetError, match="no such file"):
         load_pt(tmp_path / "missing.pt")
-    net = pydarknet.load(FIXTURES / "mini_tiny" / "net.cfg")
+    net = pydarknet.load(FIXTURES / "mini_tiny" / "net.cfg", exact=True)
     export_state_dict(net, tmp_path / "net.pt")
     payload = torch.load(tmp_path / "net.pt", weights_only=True)
     payload["state_dict"]["layers.0.conv.weight"] = torch.zeros(1)

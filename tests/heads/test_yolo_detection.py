@@ -26,7 +26,7 @@ from pydarknet.image import load_image
 BOX_TOL, PROB_TOL, EDGE = 1e-4, 1e-4, 2e-3
 THRESH, NMS = 0.25, 0.45  # what the fixtures ran
 # How pydarknet.load builds each path.
-PATHS = {"exact": {}, "fast": {"fast": True}}
+PATHS = {"default": {}, "exact": {"exact": True}}
 
 
 @cache
@@ -108,7 +108,7 @@ def test_network_input_from_the_image(infer_dir):
 def test_api_detect_equals_the_fixture():
     """`net.detect` on the image file: Darknet's post-NMS detections (the API's order is the array's)."""
     infer_dir = YOLO_FIXTURES / "mini_v4tiny" / "infer_person"
-    dets = network(cfg_for(infer_dir), "fast").detect(image_path(infer_dir), thresh=THRESH, nms=NMS)
+    dets = network(cfg_for(infer_dir), "default").detect(image_path(infer_dir), thresh=THRESH, nms=NMS)
     ref = json.loads((infer_dir / "detections.json").read_text())["dets_post_nms"]
     assert_matches(dict(zip((e["pos"] for e in ref), dets)), ref, "net.detect")
     assert len(dets) == len(ref)

@@ -67,7 +67,7 @@ thresh=.6
 # while the 200-batch checkpoint is being written (its temporary file complete, not yet renamed).
 HANG_IN_WRITE = """
 import os, sys, time
-import pydarknet.weights as w
+import pydarknet.fileio as w
 real_fsync = os.fsync
 def fsync(fd):
     if os.path.exists(sys.argv[-1]):
