@@ -84,23 +84,35 @@ def iou_over(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
     return box_iou(a, b) > np.float32(thresh)
 
 
-def _greedy(boxes: np.ndarray, thresh: float, over: Overlap) -> np.ndarray:
-    """Darknet's suppression loop over boxes in sorted order: a box still valid invalidates every later one
-    for which `over(box, later, thresh)`. Returns which stay valid. Up to _MATRIX_BOXES boxes all pairs are
-    tested at once; above, one box against the later valid ones at a time, so that memory stays linear in
-    the boxes (AlexeyAB's nets at a low threshold keep thousands)."""
+def _greedy_matrix(overlapping: np.ndarray) -> np.ndarray:
+    """Darknet's suppression loop over boxes in sorted order, their pairs tested up front (`overlapping[i, j]`:
+    box i suppresses box j): a box still valid invalidates every later one it overlaps. Which stay valid."""
+    valid = np.ones(len(overlapping), dtype=bool)
+    for i in range(len(overlapping)):
+        if valid[i]:
+            valid[i + 1 :] &= ~overlapping[i, i + 1 :]
+    return valid
+
+
+def _greedy_rows(boxes: np.ndarray, thresh: float, over: Overlap) -> np.ndarray:
+    """The same loop testing each box still valid against the later ones still valid when it gets there
+    (a second suppression changes nothing): memory linear in the boxes."""
     valid = np.ones(len(boxes), dtype=bool)
-    if len(boxes) <= _MATRIX_BOXES:
-        overlapping = over(boxes[:, None], boxes[None], thresh)
-        for i in range(len(boxes)):
-            if valid[i]:
-                valid[i + 1 :] &= ~overlapping[i, i + 1 :]
-        return valid
     for i in range(len(boxes)):
         if valid[i]:
             later = i + 1 + np.flatnonzero(valid[i + 1 :])
             valid[later[over(boxes[i], boxes[later], thresh)]] = False
     return valid
+
+
+def _suppression(boxes: np.ndarray, thresh: float, over: Overlap) -> Callable[[np.ndarray], np.ndarray]:
+    """`at -> which of boxes[at], in that order, the greedy loop keeps`. Up to _MATRIX_BOXES boxes every pair
+    is tested once, up front (each class's loop reads its boxes' pairs); above, row by row, so that memory
+    stays linear in the boxes (AlexeyAB's nets at a low threshold keep thousands)."""
+    if len(boxes) <= _MATRIX_BOXES:
+        matrix = over(boxes[:, None], boxes[None], thresh)
+        return lambda at: _greedy_matrix(matrix[np.ix_(at, at)])
+    return lambda at: _greedy_rows(boxes[at], thresh, over)
 
 
 def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.ndarray,
@@ -119,6 +131,11 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
     dropped = np.zeros(box.shape[0], dtype=bool)
     if not box.size:
         return order, dropped
+    # Only boxes with a non-zero prob take part in a suppression.
+    with_prob = np.unique(box)
+    slot = np.zeros(boxes.shape[0], dtype=np.int64)
+    slot[with_prob] = np.arange(with_prob.size)
+    keeps = _suppression(boxes[with_prob], nms_thresh, over)
     by_class = np.argsort(cls, kind="stable")
     key = np.zeros(boxes.shape[0], dtype=prob.dtype)
     triple = np.zeros(boxes.shape[0], dtype=np.int64)
@@ -129,7 +146,7 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
         k = key[order]
         order = order[np.lexsort((-k, ~np.isnan(k)))]
         members = order[key[order] != 0]  # only boxes with a non-zero prob k take part
-        dropped[triple[members[~_greedy(boxes[members], nms_thresh, over)]]] = True
+        dropped[triple[members[~keeps(slot[members])]]] = True
     return order, dropped
 
 
@@ -185,7 +202,7 @@ def nms_obj(c: Candidates, thresh: float) -> Candidates:
     overlapping a kept one by IoU > thresh loses its objectness and all class probs."""
     before = _array_order(c)
     order = before[np.argsort(-c.objectness[before], kind="stable")]
-    valid = _greedy(c.boxes[order], thresh, iou_over)
+    valid = _suppression(c.boxes[order], thresh, iou_over)(np.arange(order.size))
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return c.rows(order, valid[rank[c.box]], np.where(valid, c.objectness[order], np.float32(0)))
