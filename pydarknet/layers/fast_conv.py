@@ -114,7 +114,10 @@ class FastConv(nn.Module):
 
     @property
     def winograd_able(self) -> bool:
-        return (self.kernel, self.args) == ((3, 3), ([1, 1], [1, 1], [1, 1], 1))
+        """A 3x3 stride-1 conv whose activation is elementwise (Winograd activates its output tiles, whose
+        channels are not dim 1: AlexeyAB's normalize_channels* normalise across the channels)."""
+        return ((self.kernel, self.args) == ((3, 3), ([1, 1], [1, 1], [1, 1], 1))
+                and not self.act.name.startswith("normalize_channels"))
 
     def prepare(self) -> None:
         """Pack for the cfg's input size on the CPU (fold elsewhere); the plain parameters go."""
