@@ -67,6 +67,10 @@ ROWS = [
     Row("tiny-yolo-voc", "cfg/yolov2-tiny-voc.cfg", 416, 8),
     Row("darknet19", "cfg/darknet19.cfg", 256, 8),
     Row("yolo9000", "cfg/yolo9000.cfg", 544, 1, peer=False),
+    # The [yolo] family (AlexeyAB's semantics: plain resize, BatchNorm folded in double, several heads).
+    Row("yolov4-tiny", "cfg/yolov4-tiny.cfg", 416, 1),
+    Row("yolov3", "cfg/yolov3.cfg", 416, 1),
+    Row("yolov4", "cfg/yolov4.cfg", 608, 1),
 ]
 
 # --ablation: one lever added per row; the last row is the default network (`load()`) as the CLI runs it.
@@ -152,9 +156,11 @@ def opencv_worker(spec: dict) -> None:
     blob = cv2.dnn.blobFromImages([np.ascontiguousarray(im.transpose(1, 2, 0)) for im in x])
     assert np.array_equal(blob, x)
 
+    outputs = net.getUnconnectedOutLayersNames()  # every detection layer of a [yolo] net, as callers ask
+
     def forward() -> None:
         net.setInput(blob)
-        net.forward()
+        net.forward(outputs)
 
     net.setInput(blob)
     np.save(spec["out"], net.forward(spec["opencv_layer"]) if spec["opencv_layer"] else net.forward())
@@ -195,10 +201,10 @@ def pydarknet_worker(spec: dict) -> None:
         from pydarknet.image import load_image
 
         image = load_image(ROOT / "data" / f"{IMAGES[0]}.jpg")
-        out = forward()[0]
         detector = Detector(net)
+        (outs,) = detector.forward(x[:1])  # every head's output
         frame = detector.frame(image)
-        timers["post"] = lambda: detector.decode([out], frame)
+        timers["post"] = lambda: detector.decode(outs, frame)
         if spec["e2e"]:
             timers["end to end"] = lambda: detector.detect([image])
     info = {"load_s": load_s, "version": f"pydarknet {pydarknet.__version__}, torch {torch.__version__}",
@@ -233,17 +239,28 @@ def randomize(net, seed: int) -> None:  # noqa: ANN001
 
 
 def calibrate_objectness(net, x, share: float = 0.01) -> None:  # noqa: ANN001
-    """Shift the objectness logits (biases of the conv before the [region]) so that `share` of the boxes
-    pass thresh .5 on `x`. Random weights put about two thirds of them above it: hundreds of candidates
-    for NMS and the WordTree walk, where a trained detector gives a handful."""
+    """Shift the objectness logits (biases of the convs before the detection layers) so that `share` of the
+    boxes pass the cfg's Darknet's default threshold (.5; AlexeyAB's .25) on `x`. Random weights put most
+    of them above it: hundreds of candidates for NMS and the WordTree walk, where a trained detector gives
+    a handful."""
     import torch
 
-    p = net.heads[-1][1].params
-    conv = net.layers[net.output_index - 1].conv
-    channels = [a * (p.coords + 1 + p.classes) + p.coords for a in range(p.n)]
+    heads = [(i, head, [a * (4 + 1 + head.classes) + 4 for a in range(head.params.n)]) for i, head in net.heads]
+    thresh = 0.25 if net.dialect == "alexeyab" else 0.5
     with torch.no_grad():
-        logits = net.layer_outputs(x)[net.output_index - 1][:, channels]
-        conv.bias[channels] -= torch.quantile(logits.flatten(), 1 - share)
+        outputs = net(x, outputs=[i - 1 for i, _, _ in heads])
+        logits = torch.cat([out[:, channels].flatten() for out, (_, _, channels) in zip(outputs, heads)])
+        shift = torch.quantile(logits, 1 - share) - torch.logit(torch.tensor(thresh))
+        for i, _, channels in heads:
+            net.layers[i - 1].conv.bias[channels] -= shift
+
+
+def network_inputs(net, images: list, size: int) -> np.ndarray:  # noqa: ANN001
+    """The images as the cfg's Darknet feeds its detector (or classifier: letterboxed), at size x size."""
+    from pydarknet.image import letterbox_image, resize_image
+
+    geometry = letterbox_image if not net.heads or net.heads[-1][1].letterbox("test") else resize_image
+    return np.stack([geometry(im, size, size) for im in images]).astype(np.float32)
 
 
 def sized_cfg(row: Row, work: Path) -> Path:
@@ -260,13 +277,13 @@ def sized_cfg(row: Row, work: Path) -> Path:
 
 
 def prepare(rows: list[Row], work: Path) -> dict[Row, dict]:
-    """Per row: the cfg, seeded weights (one file per cfg), the letterboxed input batch, and the exact
-    pydarknet's outputs to check every engine against: the network output, and the input of the
-    [region] (OpenCV's region output is a detection list of its own) or the output of a classifier."""
+    """Per row: the cfg, seeded weights (one file per cfg), the input batch (letterboxed or resized as the
+    cfg's Darknet does), and the exact pydarknet's outputs to check every engine against: the network
+    output, and the input of the last detection layer or the output of a classifier."""
     import torch
 
     import pydarknet
-    from pydarknet.image import letterbox_image, load_image
+    from pydarknet.image import load_image
     from pydarknet.network import build_network
 
     files: dict[Row, dict] = {}
@@ -274,26 +291,29 @@ def prepare(rows: list[Row], work: Path) -> dict[Row, dict]:
     for row in rows:
         cfg = sized_cfg(row, work) if row.sized else ROOT / row.cfg
         images = [load_image(ROOT / "data" / f"{IMAGES[i % len(IMAGES)]}.jpg") for i in range(row.batch)]
-        x = np.stack([letterbox_image(im, row.size, row.size) for im in images]).astype(np.float32)
         if row.cfg not in weights:
             net = build_network(cfg).eval()
             randomize(net, SEED)
             if net.heads:
-                calibrate_objectness(net, torch.from_numpy(x[:1]))
+                calibrate_objectness(net, torch.from_numpy(network_inputs(net, images[:1], row.size)))
             weights[row.cfg] = work / f"{Path(row.cfg).stem}.weights"
             net.save_weights(weights[row.cfg])
+            del net
         net = pydarknet.load(cfg, weights[row.cfg], exact=True)
+        x = network_inputs(net, images, row.size)
         stem = f"{row.name}_{row.size}_{row.batch}"
         np.save(work / f"input_{stem}.npy", x)
-        region = net.kinds[-1] == "region"
-        check = len(net.layers) - 2 if region else len(net.layers) - 1
+        # A detector's outputs are checked on the conv before its (last) detection layer: OpenCV's region
+        # and yolo outputs are detection lists of its own.
+        check = net.heads[-1][0] - 1 if net.heads else len(net.layers) - 1
         with torch.no_grad():
-            outputs = net.layer_outputs(torch.from_numpy(x))
-        np.save(work / f"exact_out_{stem}.npy", outputs[net.output_index].numpy())
-        np.save(work / f"exact_check_{stem}.npy", outputs[check].numpy())
-        del outputs
+            out, checked = net(torch.from_numpy(x), outputs=[net.output_index, check])
+        np.save(work / f"exact_out_{stem}.npy", out.numpy())
+        np.save(work / f"exact_check_{stem}.npy", checked.numpy())
+        del out, checked
         files[row] = {"cfg": str(cfg), "weights": str(weights[row.cfg]), "input": str(work / f"input_{stem}.npy"),
-                      "stem": stem, "opencv_layer": f"conv_{check}" if region else "", "detector": region}
+                      "stem": stem, "opencv_layer": f"conv_{check}" if net.heads else "",
+                      "detector": bool(net.heads)}
     return files
 
 

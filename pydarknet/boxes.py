@@ -17,6 +17,10 @@ from torch import Tensor
 from pydarknet.detection import Candidates
 
 Nms = Callable[[Candidates, float], Candidates]
+Overlap = Callable[[np.ndarray, np.ndarray, float], np.ndarray]  # (box, boxes, thresh) -> suppressed
+# Boxes up to which a suppression tests all pairs at once: DIoU's temporaries are ~10 float32 matrices
+# (40 MB at 1024); row by row is slower on a few hundred boxes (5x at 300), not past a few thousand.
+_MATRIX_BOXES = 1024
 
 
 def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
@@ -75,30 +79,48 @@ def _array_order(c: Candidates) -> np.ndarray:
     return np.argsort(where[c.index], kind="stable")
 
 
-def _overlaps(boxes: np.ndarray, thresh: float) -> np.ndarray:
-    """(M, M) IoU > thresh between different boxes (C: float IoU vs float thresh; box_iou is symmetric)."""
-    over = box_iou(boxes[:, None], boxes[None]) > np.float32(thresh)
-    np.fill_diagonal(over, False)
-    return over
+def iou_over(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+    """IoU > thresh, broadcasting (C: float IoU vs float thresh): Darknet's suppression test."""
+    return box_iou(a, b) > np.float32(thresh)
 
 
-def _greedy(over: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Darknet's suppression loop over boxes `at` (rows of the overlap matrix `over`) in sorted order: a
-    box still valid invalidates every later one it overlaps. Returns which stay valid."""
-    valid = np.ones(at.size, dtype=bool)
-    for i in range(at.size):
+def _greedy_matrix(overlapping: np.ndarray) -> np.ndarray:
+    """Darknet's suppression loop over boxes in sorted order, their pairs tested up front (`overlapping[i, j]`:
+    box i suppresses box j): a box still valid invalidates every later one it overlaps. Which stay valid."""
+    valid = np.ones(len(overlapping), dtype=bool)
+    for i in range(len(overlapping)):
         if valid[i]:
-            valid[i + 1 :] &= ~over[at[i], at[i + 1 :]]
+            valid[i + 1 :] &= ~overlapping[i, i + 1 :]
     return valid
 
 
+def _greedy_rows(boxes: np.ndarray, thresh: float, over: Overlap) -> np.ndarray:
+    """The same loop testing each box still valid against the later ones still valid when it gets there
+    (a second suppression changes nothing): memory linear in the boxes."""
+    valid = np.ones(len(boxes), dtype=bool)
+    for i in range(len(boxes)):
+        if valid[i]:
+            later = i + 1 + np.flatnonzero(valid[i + 1 :])
+            valid[later[over(boxes[i], boxes[later], thresh)]] = False
+    return valid
+
+
+def _suppression(boxes: np.ndarray, thresh: float, over: Overlap) -> Callable[[np.ndarray], np.ndarray]:
+    """`at -> which of boxes[at], in that order, the greedy loop keeps`. Up to _MATRIX_BOXES boxes every pair
+    is tested once, up front (each class's loop reads its boxes' pairs); above, row by row, so that memory
+    stays linear in the boxes (AlexeyAB's nets at a low threshold keep thousands)."""
+    if len(boxes) <= _MATRIX_BOXES:
+        matrix = over(boxes[:, None], boxes[None], thresh)
+        return lambda at: _greedy_matrix(matrix[np.ix_(at, at)])
+    return lambda at: _greedy_rows(boxes[at], thresh, over)
+
+
 def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.ndarray,
-               nms_thresh: float, over: Callable[[np.ndarray, float], np.ndarray] = _overlaps,
-               ) -> tuple[np.ndarray, np.ndarray]:
+               nms_thresh: float, over: Overlap = iou_over) -> tuple[np.ndarray, np.ndarray]:
     """`do_nms_sort`'s sorts and suppression on M boxes given in array order (after the swap loop), by their
     non-zero probs as (box, class, prob) triples. Returns the order of the boxes after the sorts (M,) and
-    which triples the suppression zeroes (P,). `over(boxes, thresh)` is the suppression test between boxes
-    (Darknet's IoU > thresh; AlexeyAB's DIoU NMS passes its own).
+    which triples the suppression zeroes (P,). `over(a, b, thresh)` is the suppression test of a kept box
+    against later ones (Darknet's IoU > thresh; AlexeyAB's DIoU NMS passes its own).
 
     A stable sort leaves any two boxes in an order that depends only on their keys and their order before,
     so boxes with no non-zero prob may be left out of `boxes`: the others keep their order. Per class k
@@ -109,11 +131,11 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
     dropped = np.zeros(box.shape[0], dtype=bool)
     if not box.size:
         return order, dropped
-    # Only boxes with a non-zero prob take part in a suppression: overlaps between those.
+    # Only boxes with a non-zero prob take part in a suppression.
     with_prob = np.unique(box)
     slot = np.zeros(boxes.shape[0], dtype=np.int64)
     slot[with_prob] = np.arange(with_prob.size)
-    overlapping = over(boxes[with_prob], nms_thresh)
+    keeps = _suppression(boxes[with_prob], nms_thresh, over)
     by_class = np.argsort(cls, kind="stable")
     key = np.zeros(boxes.shape[0], dtype=prob.dtype)
     triple = np.zeros(boxes.shape[0], dtype=np.int64)
@@ -123,19 +145,56 @@ def sort_pairs(boxes: np.ndarray, box: np.ndarray, cls: np.ndarray, prob: np.nda
         triple[box[pairs]] = pairs
         k = key[order]
         order = order[np.lexsort((-k, ~np.isnan(k)))]
-        members = order[key[order] != 0]
-        dropped[triple[members[~_greedy(overlapping, slot[members])]]] = True
+        members = order[key[order] != 0]  # only boxes with a non-zero prob k take part
+        dropped[triple[members[~keeps(slot[members])]]] = True
     return order, dropped
+
+
+def box_diou_nms(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
+    """AlexeyAB's `box_diounms` of float32 xywh boxes, broadcasting: IoU - (d/c)^beta, d the squared
+    distance of the centres, c the squared diagonal of the smallest box enclosing both (the IoU alone
+    where c is 0). Float32 as in C, the power in double (`pow`); its IoU is 0 where the intersection or
+    the union is 0. Its `box_diou` is this with beta = 0.6 (a double there, a float in box_diounms)."""
+    half_a, half_b = a[..., 2:] / 2, b[..., 2:] / 2
+    low = np.fmin(a[..., :2] - half_a, b[..., :2] - half_b)  # C's fmin/fmax: a NaN loses
+    high = np.fmax(a[..., :2] + half_a, b[..., :2] + half_b)
+    w, h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
+    c = w * w + h * h
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = box_iou(a, b)
+        iou = np.where((iou == 0) | ~np.isfinite(iou), np.float32(0), iou)
+        dx, dy = a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]
+        u = np.power(((dx * dx + dy * dy) / c).astype(np.float64), beta).astype(np.float32)
+    return np.where(c == 0, iou, iou - u)
+
+
+def _diou_over(beta: float) -> Overlap:
+    def over(a: np.ndarray, b: np.ndarray, thresh: float) -> np.ndarray:
+        """DIoU > thresh, broadcasting (float vs float thresh)."""
+        return box_diou_nms(a, b, beta) > np.float32(thresh)
+
+    return over
+
+
+def _nms_sort_by(c: Candidates, thresh: float, over: Overlap) -> Candidates:
+    before = _array_order(c)
+    inverse = np.empty_like(before)
+    inverse[before] = np.arange(before.size)
+    order, dropped = sort_pairs(c.boxes[before], inverse[c.box], c.cls, c.prob, thresh, over)
+    return c.rows(before[order], ~dropped)
 
 
 def nms_sort(c: Candidates, thresh: float) -> Candidates:
     """Darknet's `do_nms_sort` (what `detector test` and `valid` use): per class, sort by that class's prob
     (descending, stable) and zero the prob of later boxes that overlap a kept one by IoU > thresh."""
-    before = _array_order(c)
-    inverse = np.empty_like(before)
-    inverse[before] = np.arange(before.size)
-    order, dropped = sort_pairs(c.boxes[before], inverse[c.box], c.cls, c.prob, thresh)
-    return c.rows(before[order], ~dropped)
+    return _nms_sort_by(c, thresh, iou_over)
+
+
+def nms_diou_sort(c: Candidates, thresh: float, beta: float = 0.6) -> Candidates:
+    """AlexeyAB's `diounms_sort` for nms_kind=diounms (beta: the layer's float beta_nms) and, with the
+    default beta of 0.6, for greedynms (it tests `box_diou`, whose exponent is the double 0.6): `do_nms_sort`
+    with the suppression test DIoU > thresh."""
+    return _nms_sort_by(c, thresh, _diou_over(beta))
 
 
 def nms_obj(c: Candidates, thresh: float) -> Candidates:
@@ -143,10 +202,13 @@ def nms_obj(c: Candidates, thresh: float) -> Candidates:
     overlapping a kept one by IoU > thresh loses its objectness and all class probs."""
     before = _array_order(c)
     order = before[np.argsort(-c.objectness[before], kind="stable")]
-    valid = _greedy(_overlaps(c.boxes[order], thresh), np.arange(order.size))
+    valid = _suppression(c.boxes[order], thresh, iou_over)(np.arange(order.size))
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return c.rows(order, valid[rank[c.box]], np.where(valid, c.objectness[order], np.float32(0)))
 
 
-NMS_KINDS: dict[str, Nms] = {"sort": nms_sort, "obj": nms_obj}
+# The NMS functions by name: Darknet's two and AlexeyAB's nms_kind= ones (diounms with beta_nms=0.6: the
+# head binds its own beta, see heads/yolo.py).
+NMS_KINDS: dict[str, Nms] = {"sort": nms_sort, "obj": nms_obj, "greedynms": nms_diou_sort,
+                             "diounms": nms_diou_sort}

@@ -2,7 +2,8 @@
 
 What Darknet's demo (src/demo.c, final commit) does differently from `detector test`, and pydarknet
 reproduces: the detection layers' outputs are averaged over the last `avg` frames (default 3) before
-decoding, the history starting at zeros; its NMS (`do_nms_obj` at .4 for a [region]). Darknet shows the
+decoding, the history starting at zeros; its NMS (`do_nms_obj` at .4 for a [region]). AlexeyAB's demo (for
+the [yolo] family) averages nothing and runs the cfg's nms_kind at .45. Darknet shows the
 frames in a window and skips the stream's last frames when it ends; pydarknet writes every frame, with
 its detections, to a video of the input's size and frame rate.
 """
@@ -83,13 +84,15 @@ class FrameAverager:
 
 
 class VideoDetector:
-    """Per frame: letterbox, forward, average the head outputs with the previous frames', decode, NMS (the
-    demo's: do_nms_obj for pjreddie's [region])."""
+    """Per frame: letterbox or resize (the heads' demo geometry; `letterbox=` overrides), forward, average the
+    head outputs with the previous frames' (pjreddie's [region]; AlexeyAB's [yolo] averages none), decode,
+    NMS (the demo's: do_nms_obj for pjreddie's [region], the cfg's nms_kind for [yolo])."""
 
     def __init__(self, net: torch.nn.Module, thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.4,
-                 avg: int = 3) -> None:
-        self.detector = Detector(net, thresh=thresh, hier_thresh=hier_thresh, nms=nms, command="demo")
-        self.averages = [FrameAverager(avg) for _ in self.detector.heads]
+                 avg: int = 3, letterbox: bool | None = None) -> None:
+        self.detector = Detector(net, thresh=thresh, hier_thresh=hier_thresh, nms=nms, command="demo",
+                                 letterbox=letterbox)
+        self.averages = [FrameAverager(head.demo_frames(avg)) for head in self.detector.heads]
 
     @torch.no_grad()
     def __call__(self, frame_bgr: np.ndarray) -> list[Detection]:
@@ -135,12 +138,12 @@ def _writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
 
 def run_demo(net: torch.nn.Module, source: str | int, out: str | Path, names: Sequence[str], *,
              thresh: float = 0.5, hier_thresh: float = 0.5, nms: float = 0.4, avg: int = 3,
-             on_frame: Callable[[Frame], None] | None = None) -> DemoResult:
+             on_frame: Callable[[Frame], None] | None = None, letterbox: bool | None = None) -> DemoResult:
     """Detect on every frame of `source` (a video file or camera index), write the annotated frames to
     `out` (.avi MJPG, .mp4 mp4v, ...) at the input's size and frame rate. The video appears at `out` only
     once complete. Ctrl-C ends the stream like Darknet's ESC key: the frames so far are kept."""
     out = Path(out)
-    detector = VideoDetector(net, thresh, hier_thresh, nms, avg)
+    detector = VideoDetector(net, thresh, hier_thresh, nms, avg, letterbox)
     capture = open_video(source)
     num_classes = detector.detector.num_classes
     try:

@@ -23,10 +23,11 @@ class Detection:
 
     def lines(self, names: Sequence[str]) -> list[str]:
         """What `draw_detections` prints for this detection, one line per class."""
-        return [_line(names[c], p) for c, p in zip(self.classes, self.probs, strict=True)]
+        return [class_line(names[c], p) for c, p in zip(self.classes, self.probs, strict=True)]
 
 
-def _line(name: str, prob: float) -> str:
+def class_line(name: str, prob: float) -> str:
+    """Darknet's printed line for one class of a detection, `name: NN%` (both Darknets)."""
     # C: printf("%s: %.0f%%\n", name, prob*100) with a float prob: the product is rounded to float, and
     # %.0f rounds its exact binary value half-to-even (Python's float formatting does the same).
     return f"{name}: {float(np.float32(prob) * np.float32(100)):.0f}%"

@@ -104,12 +104,14 @@ class Detector:
         return [[o[k].float() for o in outs] for k in range(x.shape[0])]
 
     def decode(self, head_outputs: Sequence[Tensor], frame: Frame) -> Candidates:
-        """One image's head outputs -> its candidates after NMS, in Darknet's final array order."""
-        found = Candidates.merge([head.candidates(out, frame, self.thresh, self.hier_thresh, self.class_map)
-                                  for head, out in zip(self.heads, head_outputs, strict=True)])
-        if self.classes is not None:
-            found = found.with_classes_below(self.classes)
-        return self.nms_fn(found, self.nms) if self.nms > 0 else found
+        """One image's head outputs -> its candidates after NMS, in Darknet's final array order. As in C, wild
+        outputs overflow silently (boxes of inf size, NaN IoUs): numpy is kept from warning about it."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            found = Candidates.merge([head.candidates(out, frame, self.thresh, self.hier_thresh, self.class_map)
+                                      for head, out in zip(self.heads, head_outputs, strict=True)])
+            if self.classes is not None:
+                found = found.with_classes_below(self.classes)
+            return self.nms_fn(found, self.nms) if self.nms > 0 else found
 
     def run(self, images: Iterable[ImageLike], errors: str = "raise") -> Iterator[Result]:
         """Each image's result, in order. `errors="report"`: an image that cannot be read gives a result

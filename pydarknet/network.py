@@ -15,6 +15,7 @@ from pydarknet.cfg import Section, parse_cfg
 from pydarknet.errors import DarknetError
 from pydarknet.heads import Head
 from pydarknet.heads import region as _region  # noqa: F401  (registers [region])
+from pydarknet.heads import yolo as _yolo  # noqa: F401  (registers [yolo])
 from pydarknet.layers.activations import ACTIVATION_DEFS
 from pydarknet.layers.conv import alexeyab_bflops
 from pydarknet.layers.registry import VARIANTS, Built, Context, Shape, build_layer
@@ -80,7 +81,8 @@ class Darknet(nn.Module):
         # AlexeyAB's per-layer training options ({} per layer for pjreddie cfgs, which have none)
         self.layer_training: list[dict[str, float]] = []
         for index, sec in enumerate(sections[1:]):
-            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect, variant)
+            ctx = Context(index, shape, shapes, self.cfg_path, self.config.batch, self.dialect, variant,
+                          net=self.config)
             b = build_layer(sec, ctx)
             self.layer_training.append(layer_training_options(sec) if self.dialect == "alexeyab" else {})
             reads = b.sources if sec.kind == "route" else b.sources + [index - 1] * (index > 0)

@@ -18,6 +18,8 @@ from pydarknet.errors import DarknetError
 from pydarknet.paths import ASSETS
 
 PJREDDIE = "https://pjreddie.com/media/files/"
+# AlexeyAB's release assets (its README's model zoo; yolov3 and yolov3-tiny it links at pjreddie.com).
+ALEXEYAB = "https://github.com/AlexeyAB/darknet/releases/download/"
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def _both_headers(floats: int) -> tuple[int, int]:
 
 
 # Sizes: each is 16 or 20 header bytes + 4 * the floats its cfg needs (tests/test_zoo.py checks that). The
-# single sizes are the Content-Length pjreddie.com serves, as recorded by its users. No sha256 is published.
+# single sizes are the Content-Length the servers send, as recorded by their users. No sha256 is published.
 MODELS: dict[str, Model] = {
     "shapes": Model("shapes.cfg", "models/shapes.weights", names="data/shapes.names", sample="data/shapes.jpg"),
     "yolov2": Model("yolov2.cfg", PJREDDIE + "yolov2.weights", (203934260,)),
@@ -56,6 +58,11 @@ MODELS: dict[str, Model] = {
     "darknet19_448": Model("darknet19_448.cfg", PJREDDIE + "darknet19_448.weights", _both_headers(20856776)),
     # darknet19_448's first 23 layers (Darknet's `partial`): where YOLOv2 training starts.
     "darknet19_448.conv.23": Model(None, PJREDDIE + "darknet19_448.conv.23", (79327120,)),
+    # The [yolo] family (AlexeyAB's semantics). Sizes as recorded by users of these URLs: a 20-byte header.
+    "yolov3": Model("yolov3.cfg", PJREDDIE + "yolov3.weights", (248007048,)),
+    "yolov3-tiny": Model("yolov3-tiny.cfg", PJREDDIE + "yolov3-tiny.weights", (35434956,)),
+    "yolov4": Model("yolov4.cfg", ALEXEYAB + "darknet_yolo_v3_optimal/yolov4.weights", (257717640,)),
+    "yolov4-tiny": Model("yolov4-tiny.cfg", ALEXEYAB + "darknet_yolo_v4_pre/yolov4-tiny.weights", (24251276,)),
 }
 
 

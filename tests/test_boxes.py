@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydarknet.boxes import box_iou, nms_obj, nms_sort, swap_loop
+from pydarknet import boxes as boxes_module
+from pydarknet.boxes import NMS_KINDS, box_diou_nms, box_iou, nms_diou_sort, nms_obj, nms_sort, swap_loop
 from pydarknet.detection import Candidates
 
 f32 = np.float32
@@ -35,7 +38,35 @@ def c_swap(objectness) -> tuple[list[int], int]:
     return order, k + 1
 
 
-def c_nms_sort(boxes, objectness, probs, thresh):
+def c_alexeyab_iou(a, b) -> np.float32:
+    """AlexeyAB's box_iou: 0 where the intersection or the union is 0."""
+    def overlap(x1, w1, x2, w2):
+        left = max(f32(x1 - w1 / f32(2)), f32(x2 - w2 / f32(2)))
+        right = min(f32(x1 + w1 / f32(2)), f32(x2 + w2 / f32(2)))
+        return f32(right - left)
+
+    w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
+    inter = f32(0) if w < 0 or h < 0 else f32(w * h)
+    union = f32(f32(f32(a[2] * a[3]) + f32(b[2] * b[3])) - inter)
+    return f32(0) if inter == 0 or union == 0 else f32(inter / union)
+
+
+def c_box_diounms(a, b, beta: float) -> np.float32:
+    """AlexeyAB's box_diounms (box_diou: beta the double 0.6), statement by statement."""
+    top = f32(min(f32(a[1] - a[3] / f32(2)), f32(b[1] - b[3] / f32(2))))
+    bot = f32(max(f32(a[1] + a[3] / f32(2)), f32(b[1] + b[3] / f32(2))))
+    left = f32(min(f32(a[0] - a[2] / f32(2)), f32(b[0] - b[2] / f32(2))))
+    right = f32(max(f32(a[0] + a[2] / f32(2)), f32(b[0] + b[2] / f32(2))))
+    w, h = f32(right - left), f32(bot - top)
+    c = f32(f32(w * w) + f32(h * h))
+    iou = c_alexeyab_iou(a, b)
+    if c == 0:
+        return iou
+    d = f32(f32(f32(a[0] - b[0]) * f32(a[0] - b[0])) + f32(f32(a[1] - b[1]) * f32(a[1] - b[1])))
+    return f32(iou - f32(float(f32(d / c)) ** beta))
+
+
+def c_nms_sort(boxes, objectness, probs, thresh, over=lambda a, b, t: c_iou(a, b) > f32(t)):
     order, total = c_swap(objectness)
     dets = [[boxes[i], objectness[i], probs[i].copy(), i] for i in order]
     for k in range(probs.shape[1]):
@@ -44,7 +75,7 @@ def c_nms_sort(boxes, objectness, probs, thresh):
             if dets[i][2][k] == 0:
                 continue
             for j in range(i + 1, total):
-                if c_iou(dets[i][0], dets[j][0]) > f32(thresh):
+                if over(dets[i][0], dets[j][0], thresh):
                     dets[j][2][k] = 0
     return dets
 
@@ -136,3 +167,42 @@ def test_many_classes_only_sorts_the_present_ones():
     assert res.index.tolist() == [d[3] for d in ref[:total]]
     np.testing.assert_array_equal(dense(res, 9418)[:, [17, 4000, 9413]], np.float32([d[2] for d in ref[:total]]))
     assert res.prob.size == np.count_nonzero([d[2] for d in ref])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 30), st.integers(1, 4), st.sampled_from([0.0, 0.3, 0.45]),
+       st.sampled_from([0.6, float(f32(0.6)), float(f32(0.9))]))
+def test_diou_nms_matches_the_c_loops(seed, n, classes, thresh, beta):
+    """AlexeyAB's diounms_sort: do_nms_sort's loops with box_diounms > thresh as the suppression test."""
+    boxes, objectness, probs = random_dets(seed, n, classes)
+    boxes[: n // 3, :2] = boxes[n // 3 : 2 * (n // 3), :2]  # equal centres: d = 0
+    c = candidates(boxes, objectness, probs)
+    ref = c_nms_sort(boxes, objectness, probs, thresh, lambda a, b, t: c_box_diounms(a, b, beta) > f32(t))
+    check_against(nms_diou_sort(c, thresh, beta), ref, classes)
+
+
+def test_box_diou_nms_is_alexeyabs_formula():
+    rng = np.random.default_rng(1)
+    a, b = rng.random((300, 4), dtype=np.float32), rng.random((300, 4), dtype=np.float32)
+    a[:40, 2:] = 0  # no area: AlexeyAB's IoU is 0, not NaN
+    b[20:60] = a[20:60]  # the same box: c = 0 for the empty ones, d = 0 for the others
+    a[60:80, 0] = b[60:80, 0] + 5  # far apart: a negative DIoU
+    for beta in (0.6, float(f32(0.6))):
+        ours = box_diou_nms(a, b, beta)
+        np.testing.assert_array_equal(ours, [c_box_diounms(x, y, beta) for x, y in zip(a, b, strict=True)])
+    assert (ours[20:40] == 0).all() and np.allclose(ours[40:60], 1, atol=1e-5) and (ours[60:80] < 0).all()
+    assert box_diou_nms(a[:, None], b[None], 0.6).shape == (300, 300)
+    assert NMS_KINDS["greedynms"] is NMS_KINDS["diounms"] is nms_diou_sort
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.3, 0.45]))
+def test_row_by_row_suppression_matches_the_c_loops(seed, thresh):
+    """Past _MATRIX_BOXES boxes the suppression tests one kept box at a time: the same result."""
+    boxes, objectness, probs = random_dets(seed, 40, 3)
+    c = candidates(boxes, objectness, probs)
+    diou = lambda a, b, t: c_box_diounms(a, b, 0.6) > f32(t)  # noqa: E731
+    with patch.object(boxes_module, "_MATRIX_BOXES", 0):
+        check_against(nms_sort(c, thresh), c_nms_sort(boxes, objectness, probs, thresh), 3)
+        check_against(nms_obj(c, thresh), c_nms_obj(boxes, objectness, probs, thresh), 3)
+        check_against(nms_diou_sort(c, thresh), c_nms_sort(boxes, objectness, probs, thresh, diou), 3)

@@ -1,15 +1,24 @@
 """The full-size [yolo]-family cfgs (AlexeyAB's): they build (their layer tables are checked against Darknet's
-in test_summary.py), random weights written and read back give the same file byte for byte, and a forward
-on a small input runs."""
+in test_summary.py), random weights written and read back give the same file byte for byte, a forward
+on a small input runs, and they detect end to end (CLI and API) at their input size."""
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+import pydarknet
 from conftest import ROOT
+from pydarknet.alexeyab_text import draw_detections_v3_lines
+from pydarknet.cli.main import main
+from pydarknet.detector import Detector
+from pydarknet.image import load_image
+from pydarknet.names import read_names
 from pydarknet.network import Darknet, build_network
 from pydarknet.weights import weighted_layers, weights_bytes
 
@@ -62,7 +71,6 @@ def test_partial_yolov4_tiny_conv_29_starts_training(tmp_path):
     layers, seen restarted at 0, its header; `detector train` then loads those layers and initialises the rest."""
     import struct
 
-    from pydarknet.cli.main import main
     from pydarknet.train.loop import load_for_training
 
     cfg = ROOT / "cfg" / "yolov4-tiny.cfg"
@@ -87,3 +95,64 @@ def test_partial_yolov4_tiny_conv_29_starts_training(tmp_path):
             same = all(torch.equal(a, b) for a, b in zip(layer.state_dict().values(),
                                                          source.layers[i].state_dict().values()))
             assert same == (i < 29), i
+
+
+DETECT_CFGS = ["yolov3", "yolov3-tiny", "yolov4", "yolov4-tiny", "yolov4-csp-swish", "yolov7-tiny"]
+
+
+def detecting_weights(net: Darknet, image: Path, path: Path, seed: int = 0) -> None:
+    """Random weights under which the net detects some objects in `image`: He-scaled convs with BatchNorm
+    near identity, then each conv feeding a [yolo] rescaled per filter so that on this image its outputs
+    (before its activation) are N(0, 1) for the box entries, N(-6, 2) for objectness and N(-3, 2) for the
+    classes: about 0.7% of the boxes pass .25."""
+    g = torch.Generator().manual_seed(seed)
+    head_convs = {i - 1: head for i, head in net.heads}
+    with torch.no_grad():
+        for layer in net.layers:
+            conv = getattr(layer, "conv", None)
+            if conv is None:
+                continue
+            conv.weight.normal_(0, math.sqrt(2 / conv.weight[0].numel()), generator=g)
+            if layer.bn is not None:
+                layer.bn.weight.uniform_(0.5, 1.5, generator=g)
+                layer.bn.bias.normal_(0, 0.1, generator=g)
+                layer.bn.running_mean.normal_(0, 0.1, generator=g)
+                layer.bn.running_var.uniform_(0.5, 1.5, generator=g)
+            else:
+                conv.bias.zero_()
+        net.eval()
+        logits = {}
+        hooks = [net.layers[i].conv.register_forward_hook(lambda m, a, y, i=i: logits.__setitem__(i, y))
+                 for i in head_convs]
+        net(torch.from_numpy(Detector(net).network_input(load_image(image)))[None])
+        for hook in hooks:
+            hook.remove()
+        for i, head in head_convs.items():
+            entries = 5 + head.params.classes
+            mean = torch.tensor([0.0] * 4 + [-6.0] + [-3.0] * head.params.classes).repeat(head.params.n)
+            std = torch.tensor([1.0] * 4 + [2.0] * (entries - 4)).repeat(head.params.n)
+            y = logits[i][0].flatten(1)
+            scale = std / y.std(1)
+            conv = net.layers[i].conv
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            conv.bias.copy_(mean - y.mean(1) * scale)
+    net.save_weights(path)
+
+
+@pytest.mark.parametrize("name", DETECT_CFGS)
+def test_full_size_cfg_detects(name, tmp_path, capsys):
+    """AlexeyAB's full-size cfgs end to end at their input size, with random weights written by pydarknet:
+    `detector test` (-ext_output, -out JSON) prints what the API's detections print."""
+    cfg, image = ROOT / "cfg" / f"{name}.cfg", ROOT / "data" / "dog.jpg"
+    detecting_weights(quiet_build(name), image, tmp_path / "random.weights")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dets = pydarknet.load(cfg, tmp_path / "random.weights").detect(image, thresh=0.25)
+        assert main(["detector", "test", "cfg/coco.data", str(cfg), str(tmp_path / "random.weights"), str(image),
+                     "-dont_show", "-ext_output", "-out", str(tmp_path / "result.json"), "--no-draw"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = read_names(ROOT / "data" / "coco.names")
+    assert 0 < len(dets) < 500
+    assert out[1:] == draw_detections_v3_lines(dets, names, 0.25, (768, 576))
+    (record,) = json.loads((tmp_path / "result.json").read_text())
+    assert len(record["objects"]) == sum(len(d.classes) for d in dets)

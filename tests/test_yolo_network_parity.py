@@ -13,7 +13,7 @@ import torch
 
 import pydarknet
 from conftest import YOLO_FIXTURES, YOLO_NETS, cfg_for, yolo_infer_dirs
-from pydarknet.layers.yolo import NMS_KINDS
+from pydarknet.heads.yolo import NMS_KINDS
 from pydarknet.network import build_network
 
 # README: layer outputs within 1e-4 x (1 + |ref|).

@@ -175,3 +175,15 @@ def test_table_matches_the_cfgs() -> None:
         with torch.device("meta"):  # shapes only: no 200 MB of parameters
             floats = expected_floats(build_network(ASSETS / "cfg" / cfg), upto)
         assert all(size - 4 * floats in (16, 20) for size in model.sizes), name
+
+
+def test_yolo_family_by_name() -> None:
+    """yolov3/yolov3-tiny (pjreddie.com, as AlexeyAB's README links them) and yolov4/yolov4-tiny (AlexeyAB's
+    releases): AlexeyAB's cfgs, files of its 20-byte header and the cfg's floats."""
+    for name in ("yolov3", "yolov3-tiny", "yolov4", "yolov4-tiny"):
+        model = zoo.MODELS[name]
+        with torch.device("meta"):
+            net = build_network(ASSETS / "cfg" / model.cfg)
+        assert net.dialect == "alexeyab" and model.file == f"{name}.weights"
+        assert model.sizes == (20 + 4 * expected_floats(net),)
+    assert zoo.MODELS["yolov4"].weights.startswith(zoo.ALEXEYAB)

@@ -7,6 +7,7 @@ import sys
 
 from tqdm import tqdm
 
+from pydarknet.cli.main import dialect_default
 from pydarknet.cli.network import load_network
 from pydarknet.data.datafile import read_data_file, read_data_names
 from pydarknet.demo import Frame, run_demo
@@ -34,8 +35,10 @@ def detector_demo(args: argparse.Namespace) -> int:
         bar.update()
 
     try:
-        result = run_demo(net, source, args.out_filename, names, thresh=args.thresh, hier_thresh=args.hier,
-                          nms=args.nms, avg=args.avg, on_frame=report)
+        result = run_demo(net, source, args.out_filename, names,
+                          thresh=dialect_default(args.thresh, net.dialect, "demo"), hier_thresh=args.hier,
+                          nms=dialect_default(args.nms, net.dialect, "demo_nms"), avg=args.avg, on_frame=report,
+                          letterbox=True if args.letter_box else None)
     finally:
         if bar is not None:
             bar.close()

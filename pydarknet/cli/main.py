@@ -20,6 +20,19 @@ HIER_HELP = ("WordTree threshold (YOLO9000): from the root group, take the group
              "classes, higher = more general ones (Darknet's -hier, default .5)")
 
 
+# Darknet's defaults that differ between its two versions, by the cfg's dialect (pydarknet.network.cfg_dialect):
+# -thresh of `detector test`, `detect` and `detector demo`, and the demo's NMS threshold.
+DIALECT_DEFAULTS = {"pjreddie": {"test": 0.5, "detect": 0.5, "demo": 0.5, "demo_nms": 0.4},
+                    "alexeyab": {"test": 0.25, "detect": 0.24, "demo": 0.25, "demo_nms": 0.45}}
+LETTER_BOX_HELP = ("letterbox the image (AlexeyAB's -letter_box; its cfgs otherwise resize unless [net] has "
+                   "letter_box=1; pjreddie's cfgs always letterbox)")
+
+
+def dialect_default(value: float | None, dialect: str, key: str) -> float:
+    """An option as given, else the default of the cfg's Darknet."""
+    return DIALECT_DEFAULTS[dialect][key] if value is None else value
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
 
@@ -33,15 +46,21 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-thresh", "--thresh", type=float, default=0.5, help="detection threshold (default .5)")
+    p.add_argument("-thresh", "--thresh", type=float, default=None, help="detection threshold (default .5; "
+                   "AlexeyAB's cfgs: .25 for detector test, .24 for detect)")
     p.add_argument("-hier", "--hier", type=float, default=0.5, help=HIER_HELP)
-    p.add_argument("-nms", "--nms", type=float, default=0.45, help="NMS IoU threshold (default .45)")
-    p.add_argument("-out", "--out", default=None, help="output image name without extension "
-                   "(default predictions; with several images: <image stem>_predictions)")
+    p.add_argument("-nms", "--nms", type=float, default=0.45, help="NMS threshold (default .45)")
+    p.add_argument("-out", "--out", default=None, help="output image name without extension (default "
+                   "predictions; with several images: <image stem>_predictions); for AlexeyAB's cfgs in "
+                   "`detector test`, as there, the JSON file of the detections (the image is predictions.jpg)")
+    p.add_argument("-ext_output", "--ext-output", action="store_true", help="AlexeyAB's cfgs: print each box "
+                   "in pixels after its line")
+    p.add_argument("-letter_box", "--letter-box", action="store_true", help=LETTER_BOX_HELP)
     p.add_argument("-dont_show", "--dont-show", action="store_true", help="accepted for Darknet compatibility")
     p.add_argument("--no-draw", action="store_true", help="do not write annotated images")
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of text")
-    p.add_argument("--resize", action="store_true", help="plain resize instead of Darknet's letterbox")
+    p.add_argument("--resize", action="store_true", help="plain resize instead of the letterbox (pjreddie's "
+                   "cfgs) or of letter_box=1 (AlexeyAB's)")
     _add_inference_options(p)
 
 
@@ -115,12 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", dest="camera", type=int, default=0, help="camera index when no VIDEO (default 0)")
     p.add_argument("-out_filename", "--out-filename", default="predictions.avi",
                    help="annotated video, same size and fps as the input (.avi MJPG, .mp4; default predictions.avi)")
-    p.add_argument("-thresh", "--thresh", type=float, default=0.5, help="detection threshold (default .5)")
+    p.add_argument("-thresh", "--thresh", type=float, default=None, help="detection threshold (default .5; "
+                   "AlexeyAB's cfgs: .25)")
     p.add_argument("-hier", "--hier", type=float, default=0.5, help=HIER_HELP)
-    p.add_argument("-nms", "--nms", type=float, default=0.4, help="do_nms_obj IoU threshold (Darknet's demo: .4)")
+    p.add_argument("-nms", "--nms", type=float, default=None, help="NMS threshold (pjreddie's demo: do_nms_obj "
+                   "at .4; AlexeyAB's: the cfg's nms_kind at .45)")
     p.add_argument("-avg", "--avg", type=int, default=3, help="average the region output over this many frames "
-                   "as Darknet's demo does (default 3; the history starts at zeros, so the first frames detect "
-                   "less); 1 = each frame alone")
+                   "as pjreddie's demo does (default 3; the history starts at zeros, so the first frames detect "
+                   "less); 1 = each frame alone. AlexeyAB's demo averages no [yolo] output")
+    p.add_argument("-letter_box", "--letter-box", action="store_true", help=LETTER_BOX_HELP)
     p.add_argument("-dont_show", "--dont-show", action="store_true", help="accepted for Darknet compatibility")
     _add_inference_options(p)
     p.set_defaults(func="pydarknet.cli.demo:detector_demo")

@@ -75,14 +75,18 @@ class ClassWriter:
     def activation(self, out: str, name: str, x: str = "x") -> None:
         self.emit(out, activation_code(name, x))
 
-    def batchnorm(self, i: int, n: int, dialect: str) -> None:
-        """x = x through layer i's inference BatchNorm (its Darknet's epsilon)."""
-        self.helper(batchnorm_source(dialect))
+    def batchnorm_params(self, i: int, n: int) -> str:
+        """Register layer i's BatchNorm tensors; their names as arguments (scale, bias, mean, var)."""
         self.param(f"bn{i}_scale", f"layers.{i}.bn.weight", f"torch.ones({n})")
         self.param(f"bn{i}_bias", f"layers.{i}.bn.bias", f"torch.zeros({n})")
         self.param(f"bn{i}_mean", f"layers.{i}.bn.running_mean", f"torch.zeros({n})", buffer=True)
         self.param(f"bn{i}_var", f"layers.{i}.bn.running_var", f"torch.ones({n})", buffer=True)
-        self.line(f"x = self.batchnorm(x, self.bn{i}_scale, self.bn{i}_bias, self.bn{i}_mean, self.bn{i}_var)")
+        return f"self.bn{i}_scale, self.bn{i}_bias, self.bn{i}_mean, self.bn{i}_var"
+
+    def batchnorm(self, i: int, n: int, dialect: str) -> None:
+        """x = x through layer i's inference BatchNorm (its Darknet's epsilon)."""
+        self.helper(batchnorm_source(dialect))
+        self.line(f"x = self.batchnorm(x, {self.batchnorm_params(i, n)})")
 
     def tree(self, i: int, tree: Tree) -> str:
         """Register layer i's WordTree tables; the tree_softmax arguments after the input."""

@@ -63,6 +63,10 @@ class Head(nn.Module):
         """The NMS Darknet runs after `command`'s decode."""
         raise NotImplementedError
 
+    def demo_frames(self, frames: int) -> int:
+        """Over how many frames Darknet's demo averages this head's output when asked for `frames` (-avg)."""
+        return frames
+
     def delta(self, output: Tensor, truth: Tensor, seen: int, net_size: tuple[int, int] | None = None) -> HeadDelta:
         """The training delta of a (N, C, H, W) output for `truth` (N, B, 5) rows x, y, w, h, class relative
         to the network input, whose size (w, h) is `net_size`; `seen` counts images including this batch."""

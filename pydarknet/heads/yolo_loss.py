@@ -10,7 +10,7 @@ reproduces Darknet's read-after-write sequence (a class already pulled up, an ob
 
 Float vs double follows the C code (`exp`, `log`, `sqrt`, `pow` in double, rounded to float; the rest float).
 Darknet's backward adds this delta to the previous layer's delta unchanged: no derivative of the logistic
-(see `YoloLayer.delta_to_input`).
+(see `YoloHead.delta_to_input`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torch import Tensor
 
 from pydarknet.heads import HeadDelta
 from pydarknet.heads.box_loss import Box, box_giou, box_iou, box_iou_kind, dx_box_iou
+from pydarknet.heads.yolo import FLT_MAX, YoloParams
 from pydarknet.layers.batchnorm import batch_lane_sum, darknet_order
-from pydarknet.layers.yolo import FLT_MAX, YoloParams
 
 CLASS_MATCH_THRESH = 0.25  # compare_yolo_class: a slot "matches" a truth if any class prob exceeds this
 FOCAL_ALPHA = 0.5

@@ -9,7 +9,6 @@ from pydarknet.layers import (  # noqa: F401
     route,
     scale,
     softmax,
-    yolo,
 )
 from pydarknet.layers.registry import BUILDERS, Built, Context, Shape, build_layer
 

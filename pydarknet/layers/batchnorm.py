@@ -36,6 +36,22 @@ def batchnorm_source(dialect: str) -> str:
 '''
 
 
+# AlexeyAB's detector (test, valid, map, demo) folds BatchNorm into the conv before inference
+# (`fuse_conv_batchnorm`), in double, stored as float; an AlexeyAB conv's eval forward does the same. One text
+# for the runtime and for codegen.
+FOLD_SOURCE = '''
+def fold_batchnorm(weight: Tensor, scale: Tensor, bias: Tensor, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """AlexeyAB's fuse_conv_batchnorm: the conv's (weight, bias) with BatchNorm folded in, in double."""
+    std = torch.sqrt(var.double() + 1e-05)
+    folded_bias = bias.double() - scale.double() * mean.double() / std
+    folded_weight = weight.double() * (scale.double() / std).view((-1,) + (1,) * (weight.dim() - 1))
+    return folded_weight.to(weight.dtype), folded_bias.to(bias.dtype)
+'''
+_fold_namespace: dict = {"torch": torch, "Tensor": Tensor}
+exec(FOLD_SOURCE, _fold_namespace)  # noqa: S102 - our own text
+fold_batchnorm_double = _fold_namespace["fold_batchnorm"]
+
+
 # (keep, add): rolling statistics = keep * rolling + add * batch statistics, Darknet's constants.
 ROLLING = {"pjreddie": (0.99, 0.01), "alexeyab": (0.9, 0.1)}
 BACKWARD_EPS = 1e-5  # added to var in Darknet's backward (both)
@@ -197,6 +213,10 @@ class DarknetBatchNorm(nn.Module):
             self.bias.view(shape)
 
     def folded(self) -> tuple[Tensor, Tensor]:
-        """(multiplier, offset) such that bn(x) == x*multiplier + offset at inference."""
+        """(multiplier, offset) such that bn(x) == x*multiplier + offset at inference (AlexeyAB's: in double,
+        as its fuse_conv_batchnorm folds them, rounded to float)."""
+        if self.dialect == "alexeyab":
+            ones = torch.ones_like(self.weight)
+            return fold_batchnorm_double(ones, self.weight, self.bias, self.running_mean, self.running_var)
         mult = self.weight / _STD[self.dialect](self.running_var)
         return mult, self.bias - self.running_mean * mult

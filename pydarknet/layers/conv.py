@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -12,7 +13,13 @@ from torch import Tensor, nn
 
 from pydarknet.cfg import Section
 from pydarknet.layers.activations import Activation, activation_option
-from pydarknet.layers.batchnorm import DarknetBatchNorm, batch_lane_sum, darknet_order
+from pydarknet.layers.batchnorm import (
+    FOLD_SOURCE,
+    DarknetBatchNorm,
+    batch_lane_sum,
+    darknet_order,
+    fold_batchnorm_double,
+)
 from pydarknet.layers.fast_conv import FastConv
 from pydarknet.layers.registry import Built, Context, Shape, register
 
@@ -62,7 +69,15 @@ class ConvLayer(nn.Module):
         self.bn = DarknetBatchNorm(n, dialect) if batch_normalize else None
         self.act = Activation(activation)
 
+    @property
+    def folds_at_inference(self) -> bool:
+        """AlexeyAB's detector runs its convs with BatchNorm folded in (in double): so does the eval forward."""
+        return self.bn is not None and self.bn.dialect == "alexeyab"
+
     def forward(self, x: Tensor) -> Tensor:
+        if not self.training and self.folds_at_inference:
+            c = self.conv
+            return self.act(F.conv2d(x, *self.folded(), c.stride, c.padding, c.dilation, c.groups))
         if self.training and darknet_order() and torch.is_grad_enabled():
             y = _DarknetOrderConv.apply(x, self.conv.weight, self.conv.bias, self.conv)
         else:
@@ -85,6 +100,13 @@ class ConvLayer(nn.Module):
         keys = {"weight": f"layers.{i}.conv.weight"} | ({"bias": f"layers.{i}.conv.bias"} if c.bias is not None else {})
         gen.submodule(f"conv{i}", f"nn.Conv2d({c.in_channels}, {c.out_channels}, {c.kernel_size[0]}, {stride}, "
                       f"{c.padding[0]}{groups}, bias={c.bias is not None})", keys)
+        if self.folds_at_inference:
+            gen.helper("\n    @staticmethod" + textwrap.indent(FOLD_SOURCE, "    "))
+            bn = gen.batchnorm_params(i, c.out_channels)
+            gen.line(f"x = F.conv2d({inp}, *self.fold_batchnorm(self.conv{i}.weight, {bn}), self.conv{i}.stride, "
+                     f"self.conv{i}.padding, self.conv{i}.dilation, self.conv{i}.groups)")
+            gen.activation(out, self.act.name)
+            return
         gen.line(f"x = self.conv{i}({inp})")
         if self.bn is not None:
             gen.batchnorm(i, c.out_channels, self.bn.dialect)
@@ -92,9 +114,13 @@ class ConvLayer(nn.Module):
 
     @torch.no_grad()
     def folded(self) -> tuple[Tensor, Tensor]:
-        """(weight, bias) of the conv with BN folded in, for inference (`DarknetBatchNorm.folded`)."""
+        """(weight, bias) of the conv with BN folded in, for inference (`DarknetBatchNorm.folded`; AlexeyAB's
+        fuse_conv_batchnorm, in double, for its cfgs)."""
         if self.bn is None:
             return self.conv.weight, self.conv.bias
+        if self.folds_at_inference:
+            bn = self.bn
+            return fold_batchnorm_double(self.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         mult, offset = self.bn.folded()
         return self.conv.weight * mult.view(-1, 1, 1, 1), offset
 

@@ -11,6 +11,7 @@ on every call and runs the activation separately), or Winograd F(2x2)/F(4x4) whe
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,8 +26,15 @@ from pydarknet.malloc import trim_heap
 if TYPE_CHECKING:
     from pydarknet.layers.conv import ConvLayer
 
-# Darknet activations that oneDNN applies inside the conv: (oneDNN post-op, its scalars).
-FUSED = {"linear": ("none", []), "leaky": ("leaky_relu", [0.1]), "relu": ("relu", [])}
+# Darknet activations that oneDNN applies inside a direct conv: (oneDNN post-op, its scalars). oneDNN's
+# sigmoid and swish are within 1.2e-7 relative of torch's (AlexeyAB's head convs, yolov4-csp-swish).
+FUSED = {"linear": ("none", []), "leaky": ("leaky_relu", [0.1]), "relu": ("relu", []),
+         "logistic": ("sigmoid", []), "swish": ("swish", [])}
+# Activations that run after the conv (always after a Winograd one), on its fresh output: in place, with
+# torch's one-pass kernels. F.mish is within 1e-7 relative of the exact x*tanh(softplus(x)) and about half
+# its time (yolov4 @608 sends 95M values through mish).
+IN_PLACE = {"mish": lambda y: F.mish(y, inplace=True), "logistic": torch.sigmoid_,
+            "swish": lambda y: F.silu(y, inplace=True)}
 # Map sizes whose plans a layer keeps (least recently used first out): each holds packed weights unless
 # its layout is one another size's plan already has.
 PLAN_SHAPES = 3
@@ -49,7 +57,7 @@ class DirectPlan:
     m = 0
 
     def __init__(self, packed: Tensor, bias: Tensor, args: tuple, fused: tuple[str, list] | None,
-                 activation: nn.Module) -> None:
+                 activation: Callable[[Tensor], Tensor]) -> None:
         self.weight, self.bias, self.args = packed, bias, args
         self.attr, self.scalars = fused or ("none", [])
         self.act = None if fused else activation
@@ -81,6 +89,7 @@ class FastConv(nn.Module):
         self.in_hw = (in_shape.h, in_shape.w)  # the cfg's: packed for when the network is loaded
         self.act = layer.act
         self.fused = FUSED.get(layer.act.name)
+        self.after = IN_PLACE.get(layer.act.name, layer.act)  # the activation when not fused
         self.winograd = True  # False: direct convs only (benchmarks/infer.py --ablation)
         self.plans: OrderedDict[tuple[int, int], DirectPlan | winograd.WinogradPlan] = OrderedDict()
         # The folded conv's: its bias (a frozen parameter, so that `next(net.parameters())` tells the
@@ -105,7 +114,10 @@ class FastConv(nn.Module):
 
     @property
     def winograd_able(self) -> bool:
-        return (self.kernel, self.args) == ((3, 3), ([1, 1], [1, 1], [1, 1], 1))
+        """A 3x3 stride-1 conv whose activation is elementwise (Winograd activates its output tiles, whose
+        channels are not dim 1: AlexeyAB's normalize_channels* normalise across the channels)."""
+        return ((self.kernel, self.args) == ((3, 3), ([1, 1], [1, 1], [1, 1], 1))
+                and not self.act.name.startswith("normalize_channels"))
 
     def prepare(self) -> None:
         """Pack for the cfg's input size on the CPU (fold elsewhere); the plain parameters go."""
@@ -150,11 +162,12 @@ class FastConv(nn.Module):
             rows = winograd.band_rows(m, self.in_channels, self.bias.numel(), h, w)
             shape, args = winograd.packed_layout(self.in_channels, m, rows, w)
             packed = self._packed(m, shape, args)
-            made = winograd.WinogradPlan(m, packed, self.bias, self.in_channels, h, w,
-                                         None if self.fused else self.act, _slope(self.act.name))
+            slope = _slope(self.act.name)
+            after = None if slope is not None or self.act.name == "linear" else self.after
+            made = winograd.WinogradPlan(m, packed, self.bias, self.in_channels, h, w, after, slope)
         else:
             packed = self._packed(0, [1, self.in_channels, h, w], self.args)
-            made = DirectPlan(packed, self.bias, self.args, self.fused, self.act)
+            made = DirectPlan(packed, self.bias, self.args, self.fused, self.after)
         self.plans[(h, w)] = made
         self.source = None  # the plain weights go once a packed copy exists
         while len(self.plans) > PLAN_SHAPES:

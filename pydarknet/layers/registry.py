@@ -11,6 +11,7 @@ from torch import nn
 
 from pydarknet.cfg import Section
 from pydarknet.memory import check_activations, refuse_large_tensors
+from pydarknet.netconfig import NetConfig
 
 if TYPE_CHECKING:
     from pydarknet.wordtree import Tree
@@ -67,6 +68,8 @@ class Context:
     # "exact": the trainable layers, Darknet's arithmetic; "fast": inference-only variants (BN folded,
     # packed kernels) that give the same outputs within float rounding.
     variant: str = "exact"
+    # The [net] options (input size, letter_box, ...): AlexeyAB's [yolo] decodes and letterboxes by them.
+    net: NetConfig | None = None
 
 
 @dataclass

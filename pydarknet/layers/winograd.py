@@ -8,9 +8,11 @@ shape: `winograd_tile` (timings in benchmarks/README.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 # Cross-correlation (Lavin & Gray 2015): Y = At [(G g Gt) * (Bt d B)] A on (m+2) x (m+2) input tiles;
 # {m: (Bt, G, At)}. Every At has a column of ones: the product at (that column, that column) reaches
@@ -107,7 +109,7 @@ class WinogradPlan:
     blocks of the count they were packed for: bands of whole tile rows, the last one padded."""
 
     def __init__(self, m: int, packed: Tensor, bias: Tensor, c: int, h: int, w: int,
-                 activation: nn.Module | None, slope: float | None) -> None:
+                 activation: Callable[[Tensor], Tensor] | None, slope: float | None) -> None:
         bt, _, at = _matrices(m)
         t, k = m + 2, bias.numel()
         self.m, self.c, self.k = m, c, k

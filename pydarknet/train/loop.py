@@ -23,7 +23,7 @@ from pydarknet.errors import DarknetError
 from pydarknet.netconfig import NetConfig
 from pydarknet.network import Darknet
 from pydarknet.train.distributed import DistInfo, init_from_env, shutdown
-from pydarknet.train.trainer import Trainer, training_heads
+from pydarknet.train.trainer import Trainer
 
 
 @dataclass
@@ -407,7 +407,7 @@ def _train_alexeyab_detector(session: Session, opts: TrainOptions) -> Path:
 
 def _train_detector(session: Session, data_file: str | Path, opts: TrainOptions) -> Path:
     net = session.net
-    if not training_heads(net):
+    if not net.heads:
         raise DarknetError("detector train needs a detection layer ([region] or [yolo])", session.cfg_file)
     if net.dialect == "alexeyab":
         return _train_alexeyab_detector(session, opts)

@@ -13,15 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from pydarknet.errors import DarknetError
-from pydarknet.heads import Head
 from pydarknet.train.alexeyab_update import AlexeyABUpdate
 from pydarknet.train.schedule import learning_rate
-
-
-def training_heads(net: nn.Module) -> list[tuple[int, nn.Module]]:
-    """The layers that compute a training delta, with their indices: the detection heads, and the [yolo]
-    layer (it has its `delta` before it becomes a Head)."""
-    return [(i, layer) for i, layer in enumerate(net.layers) if isinstance(layer, Head) or hasattr(layer, "delta")]
 
 
 def _decayed_parameters(net: nn.Module) -> set[int]:
@@ -66,7 +59,7 @@ class Trainer:
 
     def _outputs(self) -> list[int]:
         """The layers whose deltas train the network: every detection head, else the output layer."""
-        heads = [i for i, _ in training_heads(self.net)]
+        heads = [i for i, _ in self.net.heads]
         if heads:
             return heads
         if self.net.kinds[self.net.output_index] == "softmax":
@@ -103,7 +96,7 @@ class Trainer:
         """Darknet's delta (target - output) for each output, and the network's cost: the mean over the
         layers that have one (calc_network_cost). The AlexeyAB dialect multiplies the deltas by its
         loss_scale (the update divides by it)."""
-        heads = dict(training_heads(self.net))
+        heads = dict(self.net.heads)
         scale = self.cfg.loss_scale if self.alexeyab is not None else 1.0
         if not heads:
             delta, cost = self._softmax_delta(outputs[0], truth)

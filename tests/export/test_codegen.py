@@ -98,7 +98,7 @@ def test_zoos_cover_every_kind_and_activation():
     assert "add_(" in src and "F.pad(" in src and "permute(0, 3, 4, 1, 5, 2)" in src  # the rarer forms
     src = codegen(alexeyab)
     for form in ("torch.clamp(self.shortcut11_weights, min=0.001)", "torch.cat([x[:, :8] + x12[:, :8]",
-                 ".chunk(2, dim=1)[1]", "amax(1)", "sum(dim=(3, 5))", "torch.sqrt(var + 1e-05)",
+                 ".chunk(2, dim=1)[1]", "amax(1)", "sum(dim=(3, 5))", "torch.sqrt(var.double() + 1e-05)",
                  "nn.Conv2d(3, 6, 3, (2, 1), 1, bias=False)", "xy * 2.0 + -0.5"):
         assert form in src, form
 

@@ -14,6 +14,7 @@ import torch
 import pydarknet
 from conftest import ALEXEYAB_ZOO_CFG, FIXTURES, YOLO_NETS, fixture_batch, fixture_net, text_net
 from pydarknet.cli.main import main
+from pydarknet.detection import Candidates
 from pydarknet.errors import DarknetError
 from pydarknet.export import DetectionDecode, export_onnx
 from pydarknet.heads import Frame
@@ -150,6 +151,30 @@ def test_decode_matches_pydarknet(exported, name):
         np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=TOL, err_msg=what)
     # In torch the decode is the same: boxes, objectness and the tree product are bit-identical.
     assert all(torch.equal(e, x) for e, x in zip(eager, expected))
+
+
+@pytest.mark.parametrize("name", YOLO_NETS)
+def test_yolo_decode_matches_pydarknet(exported, name):
+    """[yolo] heads: every box in AlexeyAB's array order (the heads in layer order, cells, then anchors), as
+    `YoloHead.candidates` decodes them at threshold 0 with the image = the network input."""
+    net, _, session = exported(name, with_decode=True)
+    x = fixture_batch(net, name, 3)
+    s = net.input_shape
+    with torch.no_grad():
+        eager = DetectionDecode(net)(x)
+        outputs = net(x, outputs=[i for i, _ in net.heads])
+    boxes = sum(net.shapes[i].h * net.shapes[i].w * head.params.n for i, head in net.heads)
+    assert eager[0].shape == (3, boxes, 4) and eager[2].shape == (3, boxes, net.heads[-1][1].classes)
+    for k in range(3):
+        found = Candidates.merge([head.candidates(out[k], Frame(s.w, s.h, s.w, s.h, letterbox=False), 0.0)
+                                  for (_, head), out in zip(net.heads, outputs)])
+        assert found.count == boxes  # threshold 0: every box, in the same order
+        probs = np.zeros((boxes, net.heads[-1][1].classes), np.float32)
+        probs[found.box, found.cls] = found.prob
+        for got, want in zip(eager, (found.boxes, found.objectness, probs)):
+            assert torch.equal(got[k], torch.from_numpy(want))
+    for got, want, what in zip(run(session, x), eager, ("boxes", "objectness", "probs"), strict=True):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=TOL, err_msg=what)
 
 
 def test_decode_needs_a_detection_layer(tmp_path):

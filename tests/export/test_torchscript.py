@@ -38,11 +38,12 @@ def test_alexeyab_layers(tmp_path):
         assert (torch.jit.load(str(tmp_path / "zoo.ts"))(x) - net(x)).abs().max().item() <= TOL
 
 
-def test_with_decode(tmp_path):
-    net = fixture_net("mini_9k")
+@pytest.mark.parametrize("name", ["mini_9k", "mini_v4tiny", "mini_v7"])
+def test_with_decode(name, tmp_path):
+    net = fixture_net(name)
     export_torchscript(net, tmp_path / "net.ts", with_decode=True)
     traced = torch.jit.load(str(tmp_path / "net.ts"))
-    x = fixture_batch(net, "mini_9k", 3)
+    x = fixture_batch(net, name, 3)
     with torch.no_grad():
         got, expected = traced(x), DetectionDecode(net)(x)
     for a, b in zip(got, expected, strict=True):

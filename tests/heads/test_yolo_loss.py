@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pydarknet.heads.box_loss import Box, box_giou, box_iou, box_iou_kind, dx_box_iou
+from pydarknet.heads.yolo import FLT_MAX, YoloHead, YoloParams
 from pydarknet.heads.yolo_loss import bbox_line, class_multipliers, report_line, yolo_delta
-from pydarknet.layers.yolo import FLT_MAX, YoloLayer, YoloParams
 
 F = np.float32
 ANCHORS = (3, 4, 6, 7, 9, 14, 20, 20, 34, 42, 86, 80)
@@ -182,7 +182,7 @@ def _case(p: YoloParams, seed: int, w: int = 6, h: int = 4, batch: int = 2) -> t
     raw.view(batch, p.n, 5 + p.classes, h, w)[:, :, 5:] -= 1.5
     if p.new_coords:
         raw = torch.sigmoid(raw)
-    out = YoloLayer(p)(raw)
+    out = YoloHead(p)(raw)
     v = out.view(batch, p.n, 5 + p.classes, h, w)
     v[0, 1, 4, 2, 3] = float("nan")
     truth = torch.zeros(batch, 12, 5)

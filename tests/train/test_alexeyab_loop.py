@@ -12,7 +12,7 @@ import torch
 
 from pydarknet.data.datafile import DataOptions
 from pydarknet.errors import DarknetError
-from pydarknet.layers.yolo import YoloLayer
+from pydarknet.heads.yolo import YoloHead
 from pydarknet.train.chart import OFFSET, SIZE, TrainChart
 from pydarknet.train.loop import (
     TrainOptions,
@@ -117,13 +117,13 @@ max=40
 def yolo_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """The input sizes the [yolo] layer sees."""
     sizes: list[tuple[int, int]] = []
-    forward = YoloLayer.forward
+    forward = YoloHead.forward
 
-    def recording(self: YoloLayer, x: torch.Tensor) -> torch.Tensor:
+    def recording(self: YoloHead, x: torch.Tensor) -> torch.Tensor:
         sizes.append((x.shape[3], x.shape[2]))
         return forward(self, x)
 
-    monkeypatch.setattr(YoloLayer, "forward", recording)
+    monkeypatch.setattr(YoloHead, "forward", recording)
     return sizes
 
 

@@ -1,24 +1,35 @@
-"""[yolo]: the detection layer of YOLOv3/v4/v7 (AlexeyAB's Darknet). This module is its forward activation
-(forward_yolo_layer) and every cfg option with AlexeyAB's defaults (parse_yolo); decoding, NMS and the training
-delta belong to the detection head, which reads `params`, the `biases` (anchors in pixels) and `mask` buffers."""
+"""[yolo]: the detection head of YOLOv3/v4/v7, as AlexeyAB's Darknet runs it.
+
+Its forward is forward_yolo_layer's activation; its options are parse_yolo's with AlexeyAB's defaults; the
+decode is get_yolo_detections (boxes with objectness > thresh, in cell-major order, each with every class
+whose objectness * prob > thresh: multi-label) + correct_yolo_boxes; the NMS is the cfg's nms_kind
+(diounms_sort) or do_nms_sort. The geometry (yolo_boxes.py) follows the C code's float/double use. The
+training delta is forward_yolo_layer's (yolo_loss.py).
+"""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from pydarknet.boxes import NMS_KINDS as NMS_FUNCTIONS
+from pydarknet.boxes import Nms, nms_obj, nms_sort
 from pydarknet.cfg import Section
-from pydarknet.heads import HeadDelta
+from pydarknet.detection import Candidates
+from pydarknet.heads import Frame, Head, HeadDelta, validate_command
+from pydarknet.heads.yolo_boxes import correct_yolo_boxes, yolo_boxes
 from pydarknet.layers.registry import Built, Context, register
 from pydarknet.wordtree import read_map
 
 if TYPE_CHECKING:
     from pydarknet.layers.registry import SourceWriter
 
+_F32 = np.float32
 FLT_MAX = float(np.finfo(np.float32).max)
 # AlexeyAB's enums, in their order (the numbers are what Darknet prints).
 IOU_LOSSES = ("iou", "giou", "mse", "diou", "ciou")
@@ -71,16 +82,20 @@ class YoloParams:
         return len(self.mask)
 
 
-class YoloLayer(nn.Module):
-    """forward_yolo_layer's activation of a (N, n*(4+1+classes), H, W) input, per anchor the planes
+class YoloHead(Head):
+    """A [yolo] layer. Its forward activates a (N, n*(4+1+classes), H, W) input, per anchor the planes
     x, y, w, h, objectness, classes: logistic on x, y, objectness and classes, w and h raw, then x, y scaled
     by scale_x_y about the cell centre (x*s - (s-1)/2). With new_coords=1 nothing is activated (the conv's
-    logistic did it), only that scaling."""
+    logistic did it), only that scaling. `net_size` (width, height) and `net_letter_box` are the [net]'s."""
 
-    def __init__(self, params: YoloParams, class_map: np.ndarray | None = None) -> None:
+    def __init__(self, params: YoloParams, class_map: np.ndarray | None = None, net_size: tuple[int, int] = (416, 416),
+                 net_letter_box: bool = False) -> None:
         super().__init__()
         self.params = params
-        self.class_map = class_map
+        self.classes = params.classes
+        self.class_map = class_map  # read by AlexeyAB's training only (detection ignores map=)
+        self.net_size = net_size
+        self.net_letter_box = net_letter_box
         self.register_buffer("biases", torch.tensor(params.anchors, dtype=torch.float32))
         self.register_buffer("mask", torch.tensor(params.mask, dtype=torch.int64))
         s = np.float32(params.scale_x_y)
@@ -125,6 +140,68 @@ class YoloLayer(nn.Module):
         if self.xy_scale != 1:
             gen.line(f"xy = xy * {self.xy_scale!r} + {self.xy_offset!r}  # scale_x_y={p.scale_x_y!r}")
         gen.emit(out, "torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)")
+
+
+    # AlexeyAB's commands: test (and detect), valid, map and demo letterbox when the [net] says letter_box=1
+    # (test and demo also with -letter_box) and run the last [yolo]'s nms_kind (do_nms_sort by default);
+    # recall resizes and runs do_nms_obj.
+    def letterbox(self, command: str) -> bool:
+        return validate_command(command) != "recall" and self.net_letter_box
+
+    def nms(self, command: str) -> Nms:
+        if validate_command(command) == "recall":
+            return nms_obj
+        kind = self.params.nms_kind
+        if kind == "default":
+            return nms_sort
+        if kind == "diounms":  # box_diounms with the layer's float beta_nms
+            return functools.partial(NMS_FUNCTIONS[kind], beta=float(_F32(self.params.beta_nms)))
+        return NMS_FUNCTIONS[kind]  # greedynms: box_diou
+
+    def demo_frames(self, frames: int) -> int:
+        """AlexeyAB's demo decodes each frame's own output: it averages no [yolo] outputs."""
+        return 1
+
+    def _anchors(self) -> np.ndarray:
+        """(n, 2) anchors of the masked boxes, in pixels of the network input."""
+        return self.biases.detach().cpu().numpy().reshape(-1, 2)[list(self.params.mask)]
+
+    def candidates(self, output: Tensor, frame: Frame, thresh: float, hier_thresh: float = 0.5,
+                   class_map: np.ndarray | None = None) -> Candidates:
+        """`get_yolo_detections`: the boxes with objectness > thresh, in Darknet's array order (cells in
+        order, the anchors of each cell in mask order), each with every class prob = objectness * class >
+        thresh. Darknet's array holds only these boxes (`count` = their number). `hier_thresh` and
+        `class_map` are ignored, as there. In numpy on the output's CPU copy (see RegionHead.candidates)."""
+        p = self.params
+        _, h, w = output.shape
+        v = output.detach().float().cpu().numpy().reshape(p.n, 5 + p.classes, h * w)
+        f_thresh = _F32(thresh)  # C compares with a float thresh
+        cell, anchor = np.nonzero(v[:, 4].T > f_thresh)  # cell-major: C's loop over cells, then anchors
+        objectness = v[anchor, 4, cell]
+        probs = objectness[:, None] * v[anchor[:, None], 5 + np.arange(p.classes), cell[:, None]]
+        box, cls = np.nonzero(probs > f_thresh)
+        anchors = self._anchors()
+        raw = v[anchor[:, None], np.arange(4), cell[:, None]]
+        xywh = np.stack(yolo_boxes(raw, (cell % w).astype(_F32), (cell // w).astype(_F32), anchors[anchor, 0],
+                                   anchors[anchor, 1], (w, h), (frame.net_w, frame.net_h), p.new_coords), 1)
+        return Candidates(cell.size, np.arange(cell.size), correct_yolo_boxes(xywh.reshape(-1, 4), frame),
+                          objectness, box.astype(np.int64), cls.astype(np.int64), probs[box, cls])
+
+    def decode_dense(self, output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Every box in AlexeyAB's array order before its objectness filter (`(row*W + col)*n + anchor`:
+        keeping the boxes with objectness > thresh gives get_yolo_detections' array): network-relative
+        xywh, objectness, and objectness * class prob."""
+        p = self.params
+        batch, _, h, w = output.shape
+        v = output.reshape(batch, p.n, 5 + p.classes, h * w).permute(0, 3, 1, 2)  # (N, cells, n, entries)
+        cell = torch.arange(h * w, device=output.device)[:, None]
+        anchors = self.biases.reshape(-1, 2)[self.mask]
+        boxes = torch.stack(yolo_boxes(v[..., :4], (cell % w).float(),
+                                       torch.div(cell, w, rounding_mode="floor").float(), anchors[:, 0],
+                                       anchors[:, 1], (w, h), self.net_size, p.new_coords), 3)
+        objectness = v[..., 4]
+        probs = objectness[..., None] * v[..., 5:]
+        return boxes.reshape(batch, -1, 4), objectness.reshape(batch, -1), probs.reshape(batch, -1, p.classes)
 
 
 def _choice(sec: Section, key: str, default: str, options: tuple[str, ...]) -> str:
@@ -218,4 +295,6 @@ def build_yolo(sec: Section, ctx: Context) -> Built:
                f"iou_norm: {_f32(p.iou_normalizer):2.2f}, obj_norm: {_f32(p.obj_normalizer):2.2f}, "
                f"cls_norm: {_f32(p.cls_normalizer):2.2f}, delta_norm: {_f32(p.delta_normalizer):2.2f}, "
                f"scale_x_y: {_f32(p.scale_x_y):2.2f}")
-    return Built(YoloLayer(params, class_map), ctx.in_shape, summary)
+    net_size = (ctx.net.width, ctx.net.height) if ctx.net is not None else (0, 0)
+    net_letter_box = ctx.net is not None and ctx.net.letter_box
+    return Built(YoloHead(params, class_map, net_size, net_letter_box), ctx.in_shape, summary)
