@@ -16,14 +16,19 @@ from pydarknet.detection import Candidates
 f32 = np.float32
 
 
-def c_iou(a, b) -> np.float32:
+def c_intersection(a, b) -> np.float32:
+    """box.c's box_intersection, in float."""
     def overlap(x1, w1, x2, w2):
         left = max(f32(x1 - w1 / f32(2)), f32(x2 - w2 / f32(2)))
         right = min(f32(x1 + w1 / f32(2)), f32(x2 + w2 / f32(2)))
         return f32(right - left)
 
     w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
-    inter = f32(0) if w < 0 or h < 0 else f32(w * h)
+    return f32(0) if w < 0 or h < 0 else f32(w * h)
+
+
+def c_iou(a, b) -> np.float32:
+    inter = c_intersection(a, b)
     return f32(inter / f32(f32(f32(a[2] * a[3]) + f32(b[2] * b[3])) - inter))
 
 
@@ -40,13 +45,7 @@ def c_swap(objectness) -> tuple[list[int], int]:
 
 def c_alexeyab_iou(a, b) -> np.float32:
     """AlexeyAB's box_iou: 0 where the intersection or the union is 0."""
-    def overlap(x1, w1, x2, w2):
-        left = max(f32(x1 - w1 / f32(2)), f32(x2 - w2 / f32(2)))
-        right = min(f32(x1 + w1 / f32(2)), f32(x2 + w2 / f32(2)))
-        return f32(right - left)
-
-    w, h = overlap(a[0], a[2], b[0], b[2]), overlap(a[1], a[3], b[1], b[3])
-    inter = f32(0) if w < 0 or h < 0 else f32(w * h)
+    inter = c_intersection(a, b)
     union = f32(f32(f32(a[2] * a[3]) + f32(b[2] * b[3])) - inter)
     return f32(0) if inter == 0 or union == 0 else f32(inter / union)
 

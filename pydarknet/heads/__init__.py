@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from pydarknet.boxes import Nms
@@ -82,3 +83,17 @@ def validate_command(command: str) -> str:
     if command not in COMMANDS:
         raise ValueError(f"unknown detection command {command!r} (one of {', '.join(COMMANDS)})")
     return command
+
+
+def write_rounds(key: Tensor) -> Tensor:
+    """For each entry, how many earlier entries share its key. Darknet writes the deltas of its truths one
+    after another, so a later truth on the same slot reads what an earlier one wrote: the entries of one
+    round have distinct slots and are written together, round after round (keys in Darknet's truth order)."""
+    order = torch.sort(key, stable=True).indices
+    sorted_key = key[order]
+    pos = torch.arange(key.numel(), device=key.device)
+    run_start = torch.ones_like(sorted_key, dtype=torch.bool)
+    run_start[1:] = sorted_key[1:] != sorted_key[:-1]
+    rank = torch.empty_like(pos)
+    rank[order] = pos - torch.where(run_start, pos, 0).cummax(0).values
+    return rank

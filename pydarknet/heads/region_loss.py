@@ -15,6 +15,7 @@ from torch import Tensor
 
 from pydarknet.boxes import box_iou
 from pydarknet.errors import DarknetError
+from pydarknet.heads import write_rounds
 from pydarknet.heads.region import region_boxes
 from pydarknet.wordtree import Tree
 
@@ -60,18 +61,6 @@ def _tree_class_delta(p: Tensor, current: Tensor, paths: Tensor, tree: Tree,
     for d in range(paths.shape[1]):  # leaf to root, in C's multiplication order
         pred = torch.where(on[:, d], pred * p.gather(1, node[:, d : d + 1])[:, 0], pred)
     return new, pred
-
-
-def _write_rounds(key: Tensor) -> Tensor:
-    """For each entry, how many earlier entries share its key (entries are in Darknet's truth order)."""
-    order = torch.sort(key, stable=True).indices
-    sorted_key = key[order]
-    pos = torch.arange(key.numel(), device=key.device)
-    run_start = torch.ones_like(sorted_key, dtype=torch.bool)
-    run_start[1:] = sorted_key[1:] != sorted_key[:-1]
-    rank = torch.empty_like(pos)
-    rank[order] = pos - torch.where(run_start, pos, 0).cummax(0).values
-    return rank
 
 
 def region_delta(output: Tensor, truth: Tensor, biases: Tensor, n: int, classes: int, coords: int, seen: int,
@@ -186,7 +175,7 @@ def region_delta(output: Tensor, truth: Tensor, biases: Tensor, n: int, classes:
     obj_delta = os_ * (obj_target - obj_t)
     probs = slot[:, coords + 1 :]
 
-    rank = _write_rounds((bi * n + best_n) * cells + cell)
+    rank = write_rounds((bi * n + best_n) * cells + cell)
     for r in range(int(rank.max()) + 1 if len(bi) else 0):
         k = torch.nonzero(rank == r)[:, 0]
         b, a, c = bi[k], best_n[k], cell[k]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pydarknet.heads import HeadDelta
+from pydarknet.heads import HeadDelta, write_rounds
 from pydarknet.heads.box_loss import Box, box_giou, box_iou, box_iou_kind, dx_box_iou
 from pydarknet.heads.yolo import FLT_MAX, YoloParams
 from pydarknet.layers.batchnorm import batch_lane_sum, darknet_order
@@ -261,7 +261,7 @@ def yolo_delta(params: YoloParams, biases: Tensor, output: Tensor, truth: Tensor
     obj_target = mult * obj_norm * (1 - o)
     avg_cat = torch.zeros((), dtype=torch.float64, device=dev)
 
-    rank = _write_rounds((b * n + a) * cells + cell)
+    rank = write_rounds((b * n + a) * cells + cell)
     for r in range(int(rank.max()) + 1 if len(k) else 0):
         s = torch.nonzero(rank == r)[:, 0]
         sb, sa, sc = b[s], a[s], cell[s]
@@ -290,18 +290,6 @@ def yolo_delta(params: YoloParams, biases: Tensor, output: Tensor, truth: Tensor
     }
     cost = _cost(p, delta, stats)
     return HeadDelta(delta.reshape(output.shape), cost, stats)
-
-
-def _write_rounds(key: Tensor) -> Tensor:
-    """For each entry, how many earlier entries share its key."""
-    order = torch.sort(key, stable=True).indices
-    sorted_key = key[order]
-    pos = torch.arange(key.numel(), device=key.device)
-    run_start = torch.ones_like(sorted_key, dtype=torch.bool)
-    run_start[1:] = sorted_key[1:] != sorted_key[:-1]
-    rank = torch.empty_like(pos)
-    rank[order] = pos - torch.where(run_start, pos, 0).cummax(0).values
-    return rank
 
 
 def _sum_squares(delta: Tensor) -> float:
