@@ -28,10 +28,13 @@ _MATRICES = {
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
 }
 _ONES_COLUMN = 1
-# Past this many output pixels per image the transforms' memory traffic outweighs the products saved
-# (measured up to 104x104); F(4x4) only for weights up to _SMALL_WEIGHTS floats (its products hold 4x
-# the conv's weights: yolov2-voc's peak RSS would pass 700 MB with it on its 256 -> 512 convs).
-_MAX_PIXELS = 12_000
+# Past this many output pixels per image the transforms' memory traffic outweighs the products saved. Where
+# that happens depends on the machine's memory system: on this project's 2-core EPYC VM, 64 -> 128 on
+# 104x104 took 6.8 ms in F(4x4) against 8.6 direct one month and 43.5 against 23.2 the next (76x76 and
+# below kept winning: 128 -> 256 on 76x76 35.0 against 41.7, on 52x52 10.9 against 19.3), so the limit
+# sits where both measurements agree. F(4x4) only for weights up to _SMALL_WEIGHTS floats (its products
+# hold 4x the conv's weights: yolov2-voc's peak RSS would pass 700 MB with it on its 256 -> 512 convs).
+_MAX_PIXELS = 6_000
 _SMALL_WEIGHTS = 1 << 20
 # Temporaries per band of tile rows, where they are over 16x the weights (each band reads the weights
 # again: 128 -> 256 on 68x68 is 1.7 ms slower in 4 bands, its temporaries 5.5x).
