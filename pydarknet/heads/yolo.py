@@ -121,7 +121,7 @@ class YoloHead(Head):
         """AlexeyAB's training delta (times delta_normalizer, as backward_yolo_layer_gpu scales it), cost and
         printed values for the (N, C, H, W) output and `truth` (N, B, 5) rows x, y, w, h, class relative to
         the network input of size `net_size` (w, h)."""
-        from pydarknet.heads.yolo_loss import yolo_delta
+        from pydarknet.heads.yolo_loss import yolo_delta  # here: yolo_loss imports this module's YoloParams
 
         if net_size is None:
             raise ValueError("the [yolo] delta needs the network input size (net_size)")
@@ -140,7 +140,6 @@ class YoloHead(Head):
         if self.xy_scale != 1:
             gen.line(f"xy = xy * {self.xy_scale!r} + {self.xy_offset!r}  # scale_x_y={p.scale_x_y!r}")
         gen.emit(out, "torch.cat([xy, wh, rest], 2).reshape(b, c, h, w)")
-
 
     # AlexeyAB's commands: test (and detect), valid, map and demo letterbox when the [net] says letter_box=1
     # (test and demo also with -letter_box) and run the last [yolo]'s nms_kind (do_nms_sort by default);
