@@ -23,9 +23,9 @@ Overlap = Callable[[np.ndarray, np.ndarray, float], np.ndarray]  # (box, boxes, 
 _MATRIX_BOXES = 1024
 
 
-def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
-    """IoU of xywh (centre, size) boxes, broadcasting over leading dims; Darknet's float32 `box_iou`.
-    Torch tensors or numpy arrays: the same float32 operations, so the same bits."""
+def box_intersection_union(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> tuple[Tensor | np.ndarray, ...]:
+    """Darknet's float32 `box_intersection` and `box_union` of xywh (centre, size) boxes, broadcasting over
+    leading dims. Torch tensors or numpy arrays: the same float32 operations, so the same bits."""
     xp = np if isinstance(a, np.ndarray) else torch
 
     def overlap(x1: Tensor, w1: Tensor, x2: Tensor, w2: Tensor) -> Tensor:
@@ -36,8 +36,20 @@ def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarr
     w = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
     h = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
     inter = xp.where((w < 0) | (h < 0), np.float32(0) if xp is np else 0.0, w * h)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    return inter, a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+
+
+def box_iou(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """Darknet's float32 `box_iou` (pjreddie's: no guard against an empty union)."""
+    inter, union = box_intersection_union(a, b)
     return inter / union
+
+
+def box_iou_alexeyab(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """AlexeyAB's float32 `box_iou`: 0 where the intersection or the union is 0."""
+    inter, union = box_intersection_union(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((inter == 0) | (union == 0), np.float32(0), inter / union).astype(np.float32)
 
 
 def swap_loop(nonzero: np.ndarray) -> tuple[np.ndarray, int]:
@@ -160,9 +172,8 @@ def box_diou_nms(a: np.ndarray, b: np.ndarray, beta: float) -> np.ndarray:
     high = np.fmax(a[..., :2] + half_a, b[..., :2] + half_b)
     w, h = high[..., 0] - low[..., 0], high[..., 1] - low[..., 1]
     c = w * w + h * h
+    iou = box_iou_alexeyab(a, b)
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = box_iou(a, b)
-        iou = np.where((iou == 0) | ~np.isfinite(iou), np.float32(0), iou)
         dx, dy = a[..., 0] - b[..., 0], a[..., 1] - b[..., 1]
         u = np.power(((dx * dx + dy * dy) / c).astype(np.float64), beta).astype(np.float32)
     return np.where(c == 0, iou, iou - u)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pydarknet.boxes import box_iou_alexeyab
 from pydarknet.errors import DarknetError
 
 _F32 = np.float32
@@ -33,23 +34,6 @@ class ImageResult:
     probs: np.ndarray  # (N, classes) class probabilities, 0 where under the detection threshold
     truths: np.ndarray  # (K, 5) label rows [class, x, y, w, h]
     difficult: np.ndarray | None = None  # (K2, 5) rows of the `difficult=` list's label file
-
-
-def box_iou_f32(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """AlexeyAB's box_iou for every a (N, 4) against every b (K, 4) in float32: 0 when the boxes do not
-    overlap or the union is 0."""
-    a, b = a.astype(_F32)[:, None, :], b.astype(_F32)[None, :, :]
-    two = _F32(2)
-
-    def overlap(x1: np.ndarray, w1: np.ndarray, x2: np.ndarray, w2: np.ndarray) -> np.ndarray:
-        return np.minimum(x1 + w1 / two, x2 + w2 / two) - np.maximum(x1 - w1 / two, x2 - w2 / two)
-
-    w = overlap(a[..., 0], a[..., 2], b[..., 0], b[..., 2])
-    h = overlap(a[..., 1], a[..., 3], b[..., 1], b[..., 3])
-    inter = np.where((w < 0) | (h < 0), _F32(0), w * h)
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((inter == 0) | (union == 0), _F32(0), inter / union).astype(_F32)
 
 
 def _best_match(iou: np.ndarray, det_class: np.ndarray, truth_class: np.ndarray,
@@ -158,11 +142,12 @@ def alexeyab_map(images: Iterable[ImageResult], classes: int, iou_thresh: float 
         rows, cols = np.nonzero(probs > 0)  # box-major, class-minor: Darknet's loop order
         prob = probs[rows, cols]
         boxes = np.asarray(image.boxes, np.float32).reshape(-1, 4)[rows]
-        match, best_iou = _best_match(box_iou_f32(boxes, truths[:, 1:5]), cols, truth_class, iou_t)
+        match, best_iou = _best_match(box_iou_alexeyab(boxes[:, None], truths[None, :, 1:5]), cols, truth_class, iou_t)
         dropped = np.zeros(len(rows), bool)
         if image.difficult is not None and len(image.difficult):
             hard = np.asarray(image.difficult, np.float32).reshape(-1, 5)
-            hard_match, _ = _best_match(box_iou_f32(boxes, hard[:, 1:5]), cols, hard[:, 0].astype(np.int64), iou_t)
+            hard_iou = box_iou_alexeyab(boxes[:, None], hard[None, :, 1:5])
+            hard_match, _ = _best_match(hard_iou, cols, hard[:, 0].astype(np.int64), iou_t)
             dropped = (match < 0) & (hard_match >= 0)
         # At the threshold a box counts once per image, for the first kept detection that matches it.
         first = np.zeros(len(rows), bool)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pydarknet.boxes import box_iou_alexeyab
 from pydarknet.errors import DarknetError
-from pydarknet.evaluate.alexeyab_map import ImageResult, alexeyab_map, box_iou_f32
+from pydarknet.evaluate.alexeyab_map import ImageResult, alexeyab_map
 
 T1, T2, T3 = (0.3, 0.3, 0.2, 0.2), (0.7, 0.7, 0.2, 0.2), (0.5, 0.5, 0.4, 0.4)
 FAR = (0.9, 0.1, 0.1, 0.1)
@@ -106,6 +107,7 @@ def test_empty_and_bad_inputs():
 
 
 def test_box_iou_matches_darknets_formula():
-    iou = box_iou_f32(np.array([T3, (0.5, 0.5, 0.4, 0.3), FAR]), np.array([T3]))
+    boxes = np.array([T3, (0.5, 0.5, 0.4, 0.3), FAR], np.float32)
+    iou = box_iou_alexeyab(boxes[:, None], np.array([T3], np.float32)[None])
     assert iou[:, 0].tolist() == pytest.approx([1.0, 0.75, 0.0])
     assert iou.dtype == np.float32
