@@ -82,3 +82,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def home() -> Path:
+    """Where pydarknet keeps what it fetches or builds: `$PYDARKNET_HOME`, else `$XDG_CACHE_HOME/pydarknet`,
+    else ~/.cache/pydarknet."""
+    if os.environ.get("PYDARKNET_HOME"):
+        return Path(os.environ["PYDARKNET_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
+    return Path(cache) / "pydarknet"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pydarknet.errors import DarknetError
+from pydarknet.fileio import home
 from pydarknet.paths import ASSETS
 
 PJREDDIE = "https://pjreddie.com/media/files/"
@@ -71,14 +72,6 @@ def lookup(name: str) -> Model | None:
     if name in MODELS:
         return MODELS[name]
     return next((m for m in MODELS.values() if m.file == name), None)
-
-
-def home() -> Path:
-    """`$PYDARKNET_HOME`, else `$XDG_CACHE_HOME/pydarknet`, else ~/.cache/pydarknet."""
-    if os.environ.get("PYDARKNET_HOME"):
-        return Path(os.environ["PYDARKNET_HOME"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
-    return Path(cache) / "pydarknet"
 
 
 def weights_dir() -> Path:

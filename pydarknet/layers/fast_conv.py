@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydarknet.errors import DarknetError
-from pydarknet.layers import winograd
+from pydarknet.layers import winograd, winograd_tiles
 from pydarknet.layers.registry import Shape
 from pydarknet.malloc import trim_heap
 
@@ -155,7 +155,7 @@ class FastConv(nn.Module):
             self.plans.move_to_end((h, w))
             return self.plans[(h, w)]
         m = winograd.winograd_tile(self.in_channels, self.weights, h, w) if self.winograd_able and \
-            self.winograd else 0
+            self.winograd and winograd_tiles.available() else 0
         if self.bias is None:
             self.bias = nn.Parameter(self._source_bias().clone(), requires_grad=False)
         if m:

@@ -1,0 +1,123 @@
+"""Winograd's tile transforms in C (pydarknet.layers.winograd_tiles): built once per machine, equal to the
+transforms written as matrix products, and a fast network that still works where no compiler is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pydarknet.layers import fast_conv, winograd, winograd_tiles
+from pydarknet.layers.conv import ConvLayer
+from pydarknet.layers.fast_conv import DirectPlan, FastConv
+from pydarknet.layers.registry import Shape
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+built = pytest.mark.skipif(not winograd_tiles.available(), reason="no C compiler here")
+
+
+def _tiles(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(h, w, c) -> (th, tw, t, t, c): the input map padded by 1 and up to whole m x m output tiles."""
+    h, w, _ = x.shape
+    th, tw, t = -(-h // m), -(-w // m), m + 2
+    xp = torch.nn.functional.pad(x, (0, 0, 1, m * tw - w + 1, 1, m * th - h + 1))
+    return xp.unfold(0, t, m).unfold(1, t, m).permute(0, 1, 3, 4, 2)
+
+
+@built
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_transforms_equal_the_matrix_products(m: int, threads: int) -> None:
+    """Bt d B and At M A (leaky after) on an odd map, in two bands: the products in float64 say what
+    they must be."""
+    torch.manual_seed(0)
+    bt, _, at = winograd._matrices(m)
+    h, w, c, k, t = 11, 9, 5, 3, m + 2
+    th, tw = -(-h // m), -(-w // m)
+    x = torch.randn(h, w, c)
+    expect_v = torch.einsum("ia,jb,rqabc->rqijc", bt, bt, _tiles(x.double(), m)).reshape(th, tw, t * t, c)
+    products = torch.randn(th, tw, t * t, k)
+    tiles_out = torch.einsum("ia,jb,rqabk->rqijk", at, at, products.double().view(th, tw, t, t, k))
+    expect_y = torch.nn.functional.leaky_relu(tiles_out.permute(0, 2, 1, 3, 4).reshape(th * m, tw * m, k), 0.1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y = torch.full((h, w, k), float("nan"))
+        for first, rows in ((0, 2), (2, th - 2)):  # the second band's rows count from its own first tile
+            v = torch.full((rows * tw, t * t, c), float("nan"))
+            winograd_tiles.input_tiles(x, bt.float(), first, rows, v)
+            torch.testing.assert_close(v.double(), expect_v[first:first + rows].reshape(-1, t * t, c),
+                                       atol=1e-5, rtol=1e-5)
+            winograd_tiles.output_tiles(products[first:first + rows].reshape(-1, t * t, k).contiguous(),
+                                        at.float(), first, rows, 0.1, y)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(y.double(), expect_y[:h, :w], atol=1e-5, rtol=1e-5)  # cropped, all written
+
+
+@built
+def test_built_once_per_machine(tmp_path, monkeypatch) -> None:
+    """The library is kept under PYDARKNET_HOME/kernels and reused: no compiler runs the second time."""
+    monkeypatch.setenv("PYDARKNET_HOME", str(tmp_path))
+    source = b"int input_tiles(void) { return 0; }\n"
+    first = winograd_tiles._compile(source, "cc")
+    assert first.parent == tmp_path / "kernels" and first.exists()
+
+    def no_compiler(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(subprocess, "run", no_compiler)
+    assert winograd_tiles._compile(source, "cc") == first
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [first.name]  # no temporary left behind
+
+
+def test_without_a_compiler_the_fast_conv_runs_direct(tmp_path, monkeypatch) -> None:
+    """No compiler: one warning saying why and what it costs; the 3x3 convs Winograd would take run direct
+    and equal the exact conv."""
+    monkeypatch.setenv("PYDARKNET_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setattr(winograd_tiles, "_library", winograd_tiles._library.__wrapped__)
+    monkeypatch.setattr(winograd, "winograd_tile", lambda *args: 4)
+    layer = ConvLayer(64, 8, 3, 1, 1, 1, batch_normalize=True, activation="leaky").eval()
+    with pytest.warns(RuntimeWarning, match=r"^Winograd transforms not built: no C compiler \(set CC or install "
+                                            r"gcc\); 3x3 convolutions run direct \(about 1.3x slower\)$"):
+        conv = FastConv(layer, Shape(64, 24, 24))
+        conv.prepare()
+    assert isinstance(conv.plans[(24, 24)], DirectPlan) or not fast_conv._packs(torch.zeros(1))
+    x = torch.randn(1, 64, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), layer(x), atol=1e-4, rtol=1e-5)
+
+
+@built
+def test_a_forked_child_runs_winograd(tmp_path) -> None:
+    """The transforms share torch's OpenMP pool and its thread count: a child forked after the parent used
+    the pool runs them once it sets one thread, as DataLoader workers do (with two, torch's own matmul hangs
+    there too: GNU OpenMP's pool does not survive a fork)."""
+    code = f"""
+import os, sys, torch
+sys.path.insert(0, {ROOT!r})
+from pydarknet.layers import winograd
+from pydarknet.layers.conv import ConvLayer
+from pydarknet.layers.fast_conv import FastConv
+from pydarknet.layers.registry import Shape
+winograd.winograd_tile = lambda *args: 4
+torch.set_num_threads(2)
+layer = ConvLayer(64, 64, 3, 1, 1, 1, batch_normalize=True, activation="leaky").eval()
+conv = FastConv(layer, Shape(64, 32, 32)); conv.prepare()
+x = torch.randn(1, 64, 32, 32)
+with torch.no_grad():
+    expect = conv(x)
+    pid = os.fork()
+    if pid == 0:
+        torch.set_num_threads(1)
+        os._exit(0 if torch.allclose(conv(x), expect) else 3)
+    print(os.waitpid(pid, 0)[1])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYDARKNET_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
