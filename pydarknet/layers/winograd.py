@@ -33,6 +33,10 @@ _ONES_COLUMN = 1
 # F(4x4) only for weights up to _SMALL_WEIGHTS floats: its products hold 4x the conv's weights (F(2x2)'s
 # 16/9), and yolov2-voc's peak RSS would pass 700 MB with it on its 256 -> 512 convs.
 _SMALL_WEIGHTS = 1 << 20
+# No Winograd past this many floats of weights: F(2x2)'s products weights are 16/9 of the conv's, and
+# yolov2-voc's 1280 -> 1024 conv (11.8M) alone would add 37 MB to its peak RSS (679-682 -> 643-648 MB
+# direct, at 5-16 ms of 177-181 per pass).
+_MAX_WEIGHTS = 10_000_000
 # Temporaries (transformed tiles and their products) per band of tile rows: a large map goes through in
 # bands so that they stay bounded (each band reads the weights again; one band was as fast or faster on
 # every map of the zoo's networks measured, 64 -> 128 on 104x104: 8.5 ms against 9.0-14.6 in bands).
@@ -46,8 +50,10 @@ def winograd_tile(in_channels: int, weights: int, h: int, w: int) -> int:
     `in_channels` inputs and `weights` floats on an h x w map at batch 1, or 0 (per-shape timings in
     benchmarks/README.md): m = 4 from 64 input channels on maps of 16x16 and more, where its weights
     (36/9 of the conv's) stay small; m = 2 (16/9) from 128 input channels on 8x8 maps and more (7x7 pads
-    to 8x8 tiles, a third wasted). Fewer input channels: the direct conv (32 -> 64 on 112x112: 7.0 ms
-    against 10.4 in F(4x4))."""
+    to 8x8 tiles, a third wasted). Fewer input channels, or weights past _MAX_WEIGHTS: the direct conv
+    (32 -> 64 on 112x112: 7.0 ms against 10.4 in F(4x4))."""
+    if weights > _MAX_WEIGHTS:
+        return 0
     if in_channels >= 64 and min(h, w) >= 16 and weights <= _SMALL_WEIGHTS:
         return 4
     return 2 if in_channels >= 128 and min(h, w) >= 8 else 0
