@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pydarknet.fileio import home
+from pydarknet.fileio import atomic_write, home
 
 _SOURCE = "winograd_tiles.c"
 # -fno-trapping-math: the leaky select may compute slope * v for every v, so it vectorises (with branches:
@@ -35,6 +35,7 @@ _FLAGS = ("-O3", "-std=c99", "-fno-trapping-math", "-fPIC", "-shared")
 # Tried in turn, the first the compiler takes: this CPU's vector width (-march=native) and OpenMP (linked
 # against libgomp.so.1, which resolves to the copy torch loaded: one thread pool), down to neither.
 _OPTIONAL = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
+_COMPILE_SECONDS = 120
 NOT_BUILT = "Winograd transforms not built: {}; 3x3 convolutions run direct (about 1.3x slower)"
 
 
@@ -58,12 +59,13 @@ def _compile(source: bytes, compiler: str) -> Path | None:
         with tempfile.TemporaryDirectory() as tmp:
             src, out = Path(tmp) / _SOURCE, Path(tmp) / "lib.so"
             src.write_bytes(source)
-            if subprocess.run([compiler, *flags, "-o", str(out), str(src)], capture_output=True).returncode:
+            try:
+                if subprocess.run([compiler, *flags, "-o", str(out), str(src)], capture_output=True,
+                                  timeout=_COMPILE_SECONDS).returncode:
+                    continue
+            except subprocess.TimeoutExpired:
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staged = path.with_name(f".{path.name}.{os.getpid()}")  # the rename is atomic: concurrent builds race
-            shutil.copyfile(out, staged)
-            os.replace(staged, path)
+            atomic_write(path, out.read_bytes())  # processes building at once each rename a whole file
         return path
     return None
 
