@@ -8,7 +8,9 @@ detections, as Darknet's `detector test` (and `valid`, `recall`, `demo`: `comman
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,30 +120,51 @@ class Detector:
         with its `error` (and the others go on); "raise" raises it."""
         if errors not in ("raise", "report"):
             raise ValueError(f"errors={errors!r}: expected 'raise' or 'report'")
-        pending: list[tuple[ImageLike, np.ndarray]] = []
-        for source in images:
-            try:
-                pending.append((source, as_image(source)))
-            except DarknetError as err:
+        pending: list[tuple[ImageLike, np.ndarray, np.ndarray]] = []
+        for source, read in self._read_ahead(images):
+            if isinstance(read, DarknetError):
                 if errors == "raise":
-                    raise
+                    raise read
                 yield from self._batch(pending)
                 pending = []
-                yield Result(source, None, None, error=err)
+                yield Result(source, None, None, error=read)
                 continue
+            pending.append((source, *read))
             if len(pending) == self.batch_size:
                 yield from self._batch(pending)
                 pending = []
         yield from self._batch(pending)
 
-    def _batch(self, items: list[tuple[ImageLike, np.ndarray]]) -> Iterator[Result]:
+    def _read(self, source: ImageLike) -> tuple[np.ndarray, np.ndarray] | DarknetError:
+        try:
+            image = as_image(source)
+        except DarknetError as err:
+            return err
+        return image, self.network_input(image)
+
+    def _read_ahead(self, images: Iterable[ImageLike]) -> Iterator[tuple[ImageLike, tuple | DarknetError]]:
+        """(source, (image, network input) or the error reading it), in order; the next image is read and
+        letterboxed on a worker thread while the caller runs the network on this one (decoding, resizing
+        and the forward pass release the GIL: about 20 ms of yolov2-voc's ~220 per image on 2 cores)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="pydarknet-read") as pool:
+            ahead: deque = deque()
+            for source in images:
+                ahead.append((source, pool.submit(self._read, source)))
+                if len(ahead) > 1:
+                    done, future = ahead.popleft()
+                    yield done, future.result()
+            while ahead:
+                done, future = ahead.popleft()
+                yield done, future.result()
+
+    def _batch(self, items: list[tuple[ImageLike, np.ndarray, np.ndarray]]) -> Iterator[Result]:
         if not items:
             return
         start = time.perf_counter()
-        outputs = self.forward(np.stack([self.network_input(image) for _, image in items]))
-        found = [self.decode(out, self.frame(image)) for (_, image), out in zip(items, outputs)]
+        outputs = self.forward(np.stack([network_input for _, _, network_input in items]))
+        found = [self.decode(out, self.frame(image)) for (_, image, _), out in zip(items, outputs)]
         seconds = (time.perf_counter() - start) / len(items)
-        for (source, image), candidates in zip(items, found):
+        for (source, image, _), candidates in zip(items, found):
             yield Result(source, image, candidates, seconds)
 
     def detect(self, images: Iterable[ImageLike]) -> list[list[Detection]]:
