@@ -383,3 +383,25 @@ def test_cli_keeps_freed_memory():
     run = (f"from pydarknet.cli.main import main\nassert main(['detect', {str(cfg)!r}, "
            f"{str(cfg.with_suffix('.weights'))!r}, 'data/dog.jpg', '--no-draw']) == 0")
     assert _malloc_after(run) == "heap"
+
+
+@mkldnn
+@pytest.mark.parametrize("m", [0, 4])
+def test_plans_follow_the_thread_count(monkeypatch, m):
+    """oneDNN packs weights for a thread count: after torch.set_num_threads a conv makes a plan for the new
+    count (the old one would reorder every weight on every call) and still equals the exact conv."""
+    _force_winograd(monkeypatch, m)
+    torch.manual_seed(0)
+    layer = _random_conv(64, 32, "leaky")
+    conv = FastConv(layer, Shape(64, 24, 24))
+    x = torch.randn(1, 64, 24, 24)
+    previous = torch.get_num_threads()
+    try:
+        for threads in (2, 1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                torch.testing.assert_close(conv(x), layer(x), atol=ATOL, rtol=RTOL)
+            plan = conv.plans[(24, 24)]
+            assert (plan.threads, plan.m, len(conv.plans)) == (threads, m, 1)
+    finally:
+        torch.set_num_threads(previous)

@@ -55,6 +55,7 @@ class DirectPlan:
     image: the layout is chosen by problem size, and a call of another size reorders all the weights)."""
 
     m = 0
+    threads = 0  # torch's thread count it was packed for (FastConv.plan)
 
     def __init__(self, packed: Tensor, bias: Tensor, args: tuple, fused: tuple[str, list] | None,
                  activation: Callable[[Tensor], Tensor]) -> None:
@@ -150,10 +151,14 @@ class FastConv(nn.Module):
 
     @torch.no_grad()
     def plan(self, h: int, w: int) -> DirectPlan | winograd.WinogradPlan:
-        """The plan for an h x w input map: cached, or made now (the least recently used one goes)."""
-        if (h, w) in self.plans:
+        """The plan for an h x w input map at torch's thread count: cached, or made now (the least recently
+        used one goes). oneDNN packs weights for a thread count too: a plan called with another reorders
+        every weight on every call (yolov4-tiny @416 packed for 2 threads, run on 1: 430 ms against 87)."""
+        threads = torch.get_num_threads()
+        cached = self.plans.get((h, w))
+        if cached is not None and cached.threads == threads:
             self.plans.move_to_end((h, w))
-            return self.plans[(h, w)]
+            return cached
         m = winograd.winograd_tile(self.in_channels, self.weights, h, w) if self.winograd_able and \
             self.winograd and winograd_tiles.available() else 0
         if self.bias is None:
@@ -168,7 +173,9 @@ class FastConv(nn.Module):
         else:
             packed = self._packed(0, [1, self.in_channels, h, w], self.args)
             made = DirectPlan(packed, self.bias, self.args, self.fused, self.after)
+        made.threads = threads
         self.plans[(h, w)] = made
+        self.plans.move_to_end((h, w))
         self.source = None  # the plain weights go once a packed copy exists
         while len(self.plans) > PLAN_SHAPES:
             self.plans.popitem(last=False)

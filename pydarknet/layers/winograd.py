@@ -112,6 +112,8 @@ class WinogradPlan:
     blocks of the count they were packed for: bands of whole tile rows, the last one's block filled with
     whatever the previous band left (their products are never read)."""
 
+    threads = 0  # torch's thread count it was packed for (FastConv.plan)
+
     def __init__(self, m: int, packed: Tensor, bias: Tensor, c: int, h: int, w: int,
                  activation: Callable[[Tensor], Tensor] | None, slope: float | None) -> None:
         bt, _, at = _matrices(m)
