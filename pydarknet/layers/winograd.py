@@ -38,8 +38,9 @@ _SMALL_WEIGHTS = 1 << 20
 # direct, at 5-16 ms of 177-181 per pass).
 _MAX_WEIGHTS = 10_000_000
 # Temporaries (transformed tiles and their products) per band of tile rows: a large map goes through in
-# bands so that they stay bounded (each band reads the weights again; one band was as fast or faster on
-# every map of the zoo's networks measured, 64 -> 128 on 104x104: 8.5 ms against 9.0-14.6 in bands).
+# bands so that they stay bounded (each band reads the weights again; one band was within the noise of the
+# best split on every map of the zoo's networks measured, 64 -> 128 on 104x104: 8.5-8.9 ms against 8.7-14.6
+# in 2-26 bands).
 _BAND_BYTES = 48 << 20
 # Filters whose weights are transformed at a time when recovering the 3x3 weights (float64 temporaries).
 _INVERSE_CHUNK = 64
@@ -147,7 +148,7 @@ class WinogradPlan:
                 products = torch.ops.mkldnn._convolution_pointwise(v_map, self.weight, self.bias,
                                                                    *self.group_args, "none", [], None)
                 # (block, t^2, k) in memory: the NHWC layout oneDNN gives an NHWC input (else a copy)
-                products = products.contiguous(memory_format=torch.channels_last)
+                products = products.permute(0, 2, 3, 1).contiguous()
                 winograd_tiles.output_tiles(products, self.at, r, rows, self.slope, out[i])
         y = out.permute(0, 3, 1, 2)
         return y if self.act is None else self.act(y)

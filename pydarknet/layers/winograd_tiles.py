@@ -2,7 +2,7 @@
 
 No library fuses them: as torch calls (pad, gather the tiles, a batched GEMM, scatter, slice) each went
 through memory, and they took more time than the products (64 -> 128 on 64x64, F(4x4): 3.0 of 5.2 ms);
-in C a tile is read, transformed and written in one pass, padding and cropping by bounds (0.6 ms). The
+in C a tile is read, transformed and written in one pass, padding and cropping by bounds (0.8-1.1 ms). The
 source is compiled on first use with the machine's C compiler (`$CC`, else `cc`) for this CPU and kept in
 `pydarknet.fileio.home()/kernels`, and called through ctypes, its loops shared among torch's threads. Without
 a compiler, `available()` is False and the fast variant runs its 3x3 convs direct (a warning says so).
@@ -99,6 +99,7 @@ def input_tiles(x: Tensor, bt: Tensor, first_row: int, rows: int, v: Tensor) -> 
     """Fill v[:tiles] ((tiles, t^2, c)) with the transformed tiles of `rows` tile rows from `first_row` of
     the (h, w, c) map x, for Winograd's bt (t, t), m = t - 2; all float32, contiguous, on the CPU."""
     (h, w, c), t = x.shape, bt.shape[0]
+    _raw(x, bt, v)
     _check(_library().input_tiles(x.data_ptr(), h, w, c, bt.data_ptr(), t, first_row, rows * -(-w // (t - 2)),
                                   v.data_ptr(), torch.get_num_threads()))
 
@@ -107,8 +108,15 @@ def output_tiles(products: Tensor, at: Tensor, first_row: int, rows: int, slope:
     """Write the output tiles of `rows` tile rows from `first_row` into the (h, w, k) map y from their
     (tiles, t^2, k) products, through leaky_relu(slope) (1: none); all float32, contiguous, on the CPU."""
     (h, w, k), (m, t) = y.shape, at.shape
+    _raw(products, at, y)
     _check(_library().output_tiles(products.data_ptr(), k, at.data_ptr(), m, t, first_row, rows * -(-w // m), slope,
                                    y.data_ptr(), h, w, torch.get_num_threads()))
+
+
+def _raw(*tensors: Tensor) -> None:
+    """The C code reads their memory as packed float32 arrays: refuse anything else (not a silent misread)."""
+    if not all(t.is_contiguous() and t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
+        raise ValueError("Winograd transforms take contiguous float32 CPU tensors")
 
 
 def _check(failed: int) -> None:

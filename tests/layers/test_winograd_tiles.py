@@ -121,3 +121,14 @@ with torch.no_grad():
                           env={**os.environ, "PYDARKNET_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0"]
+
+
+@built
+def test_refuses_what_it_would_misread() -> None:
+    """The C code takes raw pointers: a strided view or another dtype is an error, not a silent misread."""
+    bt = winograd._matrices(4)[0].float()
+    v = torch.empty(4, 36, 8)
+    with pytest.raises(ValueError, match="contiguous float32 CPU"):
+        winograd_tiles.input_tiles(torch.randn(8, 8, 16)[:, :, ::2], bt, 0, 2, v)
+    with pytest.raises(ValueError, match="contiguous float32 CPU"):
+        winograd_tiles.input_tiles(torch.randn(8, 8, 8, dtype=torch.float64), bt, 0, 2, v)
