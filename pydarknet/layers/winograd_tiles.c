@@ -6,6 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* y[0:n] += a x[0:n], the one inner loop of both transforms (vectorised over channels). */
+static inline void axpy(float *restrict y, const float *restrict x, float a, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 /* v[tile, i t + j, :] = (Bt d B)[i, j] for the `tiles` tiles of the band of tile rows from first_row of
  * the h x w x c map x padded by 1 (zeros outside it); tile = row within the band x tiles per row + column. */
 int input_tiles(const float *restrict x, int h, int w, int c, const float *restrict bt, int t, int first_row,
@@ -26,22 +31,15 @@ int input_tiles(const float *restrict x, int h, int w, int c, const float *restr
                 for (int a = 0; a < t; a++) {
                     const float coef = bt[i * t + a];
                     if (coef == 0 || y0 + a < 0 || y0 + a >= h) continue;
-                    for (int b = b0; b < b1; b++) {
-                        const float *restrict src = x + ((size_t)(y0 + a) * w + x0 + b) * c;
-                        float *restrict dst = rowwise + (size_t)(i * t + b) * c;
-                        for (int ch = 0; ch < c; ch++) dst[ch] += coef * src[ch];
-                    }
+                    for (int b = b0; b < b1; b++)
+                        axpy(rowwise + (size_t)(i * t + b) * c, x + ((size_t)(y0 + a) * w + x0 + b) * c, coef, c);
                 }
             for (int i = 0; i < t; i++)
                 for (int j = 0; j < t; j++) {
                     float *restrict out = v + ((size_t)tile * t * t + i * t + j) * c;
                     memset(out, 0, sizeof(float) * c);
-                    for (int b = 0; b < t; b++) {
-                        const float coef = bt[j * t + b];
-                        if (coef == 0) continue;
-                        const float *restrict src = rowwise + (size_t)(i * t + b) * c;
-                        for (int ch = 0; ch < c; ch++) out[ch] += coef * src[ch];
-                    }
+                    for (int b = 0; b < t; b++)
+                        if (bt[j * t + b] != 0) axpy(out, rowwise + (size_t)(i * t + b) * c, bt[j * t + b], c);
                 }
         }
         free(rowwise);
@@ -70,21 +68,14 @@ int output_tiles(const float *restrict products, int k, const float *restrict at
                 for (int a = 0; a < t; a++) {
                     const float coef = at[i * t + a];
                     if (coef == 0) continue;
-                    for (int b = 0; b < t; b++) {
-                        const float *restrict src = tile_products + (size_t)(a * t + b) * k;
-                        float *restrict dst = rowwise + (size_t)(i * t + b) * k;
-                        for (int ch = 0; ch < k; ch++) dst[ch] += coef * src[ch];
-                    }
+                    for (int b = 0; b < t; b++)
+                        axpy(rowwise + (size_t)(i * t + b) * k, tile_products + (size_t)(a * t + b) * k, coef, k);
                 }
             for (int i = 0; i < m && y0 + i < h; i++)
                 for (int j = 0; j < m && x0 + j < w; j++) {
                     memset(value, 0, sizeof(float) * k);
-                    for (int b = 0; b < t; b++) {
-                        const float coef = at[j * t + b];
-                        if (coef == 0) continue;
-                        const float *restrict src = rowwise + (size_t)(i * t + b) * k;
-                        for (int ch = 0; ch < k; ch++) value[ch] += coef * src[ch];
-                    }
+                    for (int b = 0; b < t; b++)
+                        if (at[j * t + b] != 0) axpy(value, rowwise + (size_t)(i * t + b) * k, at[j * t + b], k);
                     float *restrict out = y + ((size_t)(y0 + i) * w + x0 + j) * k;
                     for (int ch = 0; ch < k; ch++) out[ch] = value[ch] > 0 ? value[ch] : slope * value[ch];
                 }
