@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
+from conftest import ROOT
 from pydarknet.layers import fast_conv, winograd, winograd_tiles
 from pydarknet.layers.conv import ConvLayer
 from pydarknet.layers.fast_conv import DirectPlan, FastConv
 from pydarknet.layers.registry import Shape
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 built = pytest.mark.skipif(not winograd_tiles.available(), reason="no C compiler here")
 
 
@@ -99,7 +99,7 @@ def test_a_forked_child_runs_winograd(tmp_path) -> None:
     there too: GNU OpenMP's pool does not survive a fork)."""
     code = f"""
 import os, sys, torch
-sys.path.insert(0, {ROOT!r})
+sys.path.insert(0, {str(ROOT)!r})
 from pydarknet.layers import winograd
 from pydarknet.layers.conv import ConvLayer
 from pydarknet.layers.fast_conv import FastConv
