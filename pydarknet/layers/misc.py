@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -85,7 +86,15 @@ class UpsampleLayer(nn.Module):
         self.stride, self.scale = stride, scale
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x.repeat_interleave(self.stride, dim=2).repeat_interleave(self.stride, dim=3)
+        s = self.stride
+        if x.is_contiguous(memory_format=torch.channels_last):
+            # One copy, and NHWC stays NHWC (the fast variant's layout; repeat_interleave's output is NCHW,
+            # which the [route] after it and the conv after that would each transpose again).
+            b, c, h, w = x.shape
+            nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None].expand(b, h, s, w, s, c)
+            y = nhwc.reshape(b, h * s, w * s, c).permute(0, 3, 1, 2)
+        else:
+            y = x.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
         return y * self.scale if self.scale != 1 else y
 
     def emit_source(self, gen: SourceWriter, i: int, inp: str, out: str) -> None:

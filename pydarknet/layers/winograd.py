@@ -117,7 +117,6 @@ class WinogradPlan:
 
     def __init__(self, m: int, packed: Tensor, bias: Tensor, c: int, h: int, w: int,
                  activation: Callable[[Tensor], Tensor] | None, slope: float | None) -> None:
-        bt, _, at = _matrices(m)
         t, k = m + 2, bias.numel()
         self.m, self.c, self.k = m, c, k
         self.rows = band_rows(m, c, k, h, w)
@@ -128,14 +127,14 @@ class WinogradPlan:
         slot_bias = torch.zeros(t * t, k)
         slot_bias[_ONES_COLUMN * t + _ONES_COLUMN] = bias
         self.bias = slot_bias.view(-1)
-        self.bt, self.at = bt.float(), at.float()
         self.act, self.slope = activation, 1.0 if slope is None else slope
 
     def __call__(self, x: Tensor) -> Tensor:
         n, c, h, w = x.shape
         t, k = self.m + 2, self.k
         th = -(-h // self.m)
-        x = x.contiguous(memory_format=torch.channels_last)
+        if not winograd_tiles.nhwc(x[0].permute(1, 2, 0)):  # a [route] group's channel slice is read as it is
+            x = x.contiguous(memory_format=torch.channels_last)
         out = torch.empty(n, h, w, k, dtype=x.dtype, device=x.device)
         v = torch.empty(self.block, t * t, c)
         # The products conv's input: a (1, t^2 c, block, 1) map, NHWC, on v's memory.
@@ -144,11 +143,11 @@ class WinogradPlan:
             image = x[i].permute(1, 2, 0)
             for r in range(0, th, self.rows):
                 rows = min(self.rows, th - r)
-                winograd_tiles.input_tiles(image, self.bt, r, rows, v)
+                winograd_tiles.input_tiles(image, self.m, r, rows, v)
                 products = torch.ops.mkldnn._convolution_pointwise(v_map, self.weight, self.bias,
                                                                    *self.group_args, "none", [], None)
                 # (block, t^2, k) in memory: the NHWC layout oneDNN gives an NHWC input (else a copy)
                 products = products.permute(0, 2, 3, 1).contiguous()
-                winograd_tiles.output_tiles(products, self.at, r, rows, self.slope, out[i])
+                winograd_tiles.output_tiles(products, self.m, r, rows, self.slope, out[i])
         y = out.permute(0, 3, 1, 2)
         return y if self.act is None else self.act(y)

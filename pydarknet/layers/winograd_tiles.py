@@ -84,8 +84,8 @@ def _library() -> ctypes.CDLL | None:
         return None
     lib = ctypes.CDLL(str(path))
     p, i, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_float  # the callers' tensors' data pointers
-    lib.input_tiles.argtypes = [p, i, i, i, p, i, i, i, p, i]
-    lib.output_tiles.argtypes = [p, i, p, i, i, i, i, f, p, i, i, i]
+    lib.input_tiles.argtypes = [p, i, i, i, i, i, i, i, p, i]
+    lib.output_tiles.argtypes = [p, i, i, i, i, f, p, i, i, i]
     lib.input_tiles.restype = lib.output_tiles.restype = ctypes.c_int
     return lib
 
@@ -95,22 +95,35 @@ def available() -> bool:
     return _library() is not None
 
 
-def input_tiles(x: Tensor, bt: Tensor, first_row: int, rows: int, v: Tensor) -> None:
-    """Fill v[:tiles] ((tiles, t^2, c)) with the transformed tiles of `rows` tile rows from `first_row` of
-    the (h, w, c) map x, for Winograd's bt (t, t), m = t - 2; all float32, contiguous, on the CPU."""
-    (h, w, c), t = x.shape, bt.shape[0]
-    _raw(x, bt, v)
-    _check(_library().input_tiles(x.data_ptr(), h, w, c, bt.data_ptr(), t, first_row, rows * -(-w // (t - 2)),
-                                  v.data_ptr(), torch.get_num_threads()))
+def input_tiles(x: Tensor, m: int, first_row: int, rows: int, v: Tensor) -> None:
+    """Fill v[:tiles] ((tiles, t^2, c), t = m + 2) with Winograd F(m x m, 3 x 3)'s transformed tiles of
+    `rows` tile rows from `first_row` of the (h, w, c) map x (contiguous, or a channel slice of a contiguous
+    map: see `nhwc`); float32 on the CPU."""
+    h, w, c = x.shape
+    if not nhwc(x):
+        raise ValueError("Winograd transforms take an NHWC map or a channel slice of one")
+    _raw(v)
+    _check(_library().input_tiles(x.data_ptr(), h, w, c, x.stride(1), m, first_row, rows * -(-w // m), v.data_ptr(),
+                                  torch.get_num_threads()))
 
 
-def output_tiles(products: Tensor, at: Tensor, first_row: int, rows: int, slope: float, y: Tensor) -> None:
-    """Write the output tiles of `rows` tile rows from `first_row` into the (h, w, k) map y from their
-    (tiles, t^2, k) products, through leaky_relu(slope) (1: none); all float32, contiguous, on the CPU."""
-    (h, w, k), (m, t) = y.shape, at.shape
-    _raw(products, at, y)
-    _check(_library().output_tiles(products.data_ptr(), k, at.data_ptr(), m, t, first_row, rows * -(-w // m), slope,
-                                   y.data_ptr(), h, w, torch.get_num_threads()))
+def output_tiles(products: Tensor, m: int, first_row: int, rows: int, slope: float, y: Tensor) -> None:
+    """Write F(m x m, 3 x 3)'s output tiles of `rows` tile rows from `first_row` into the (h, w, k) map y
+    from their (tiles, t^2, k) products, through leaky_relu(slope) (1: none); all float32, contiguous, on
+    the CPU."""
+    h, w, k = y.shape
+    _raw(products, y)
+    _check(_library().output_tiles(products.data_ptr(), k, m, first_row, rows * -(-w // m), slope, y.data_ptr(),
+                                   h, w, torch.get_num_threads()))
+
+
+def nhwc(x: Tensor) -> bool:
+    """Whether the input transform reads the (h, w, c) map x as it is: float32 on the CPU, its channels
+    contiguous and its pixels evenly spaced (a contiguous map, or a channel slice of one, as a [route]
+    group is)."""
+    h, w, c = x.shape
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and x.stride(2) == 1 and x.stride(1) >= c
+            and x.stride(0) == w * x.stride(1))
 
 
 def _raw(*tensors: Tensor) -> None:
@@ -120,5 +133,7 @@ def _raw(*tensors: Tensor) -> None:
 
 
 def _check(failed: int) -> None:
+    if failed == 2:
+        raise ValueError("Winograd transforms: F(2x2) and F(4x4) only")
     if failed:
-        raise MemoryError("Winograd transforms: no memory for a thread's scratch tile")
+        raise MemoryError("Winograd transforms: no memory for a thread's scratch rows")

@@ -111,6 +111,20 @@ def test_maxpool_x_y_strides_and_depth():
     assert torch.equal(depth[:, 1:], pooled[:, 1:3])
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_upsample_keeps_the_memory_format(stride: int) -> None:
+    """upsample_cpu repeats each value stride x stride times, times scale; an NHWC map (the fast variant's
+    layout) stays NHWC, an NCHW one NCHW, with the same values."""
+    net = net_of(f"[upsample]\nstride={stride}\nscale=0.5\n")
+    x = x_of(net)
+    expected = 0.5 * x.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)
+    with torch.no_grad():
+        nchw = net(x)
+        nhwc = net(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(nchw, expected) and torch.equal(nhwc, expected)
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_upsample_negative_stride_sums_blocks():
     net = net_of("[upsample]\nstride=-2\nscale=0.5\n[sam]\nfrom=-1")  # [sam]: an AlexeyAB cfg
     x = x_of(net)

@@ -48,11 +48,11 @@ def test_transforms_equal_the_matrix_products(m: int, threads: int) -> None:
         y = torch.full((h, w, k), float("nan"))
         for first, rows in ((0, 2), (2, th - 2)):  # the second band's rows count from its own first tile
             v = torch.full((rows * tw, t * t, c), float("nan"))
-            winograd_tiles.input_tiles(x, bt.float(), first, rows, v)
+            winograd_tiles.input_tiles(x, m, first, rows, v)
             torch.testing.assert_close(v.double(), expect_v[first:first + rows].reshape(-1, t * t, c),
                                        atol=1e-5, rtol=1e-5)
-            winograd_tiles.output_tiles(products[first:first + rows].reshape(-1, t * t, k).contiguous(),
-                                        at.float(), first, rows, 0.1, y)
+            winograd_tiles.output_tiles(products[first:first + rows].reshape(-1, t * t, k).contiguous(), m,
+                                        first, rows, 0.1, y)
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(y.double(), expect_y[:h, :w], atol=1e-5, rtol=1e-5)  # cropped, all written
@@ -125,10 +125,34 @@ with torch.no_grad():
 
 @built
 def test_refuses_what_it_would_misread() -> None:
-    """The C code takes raw pointers: a strided view or another dtype is an error, not a silent misread."""
-    bt = winograd._matrices(4)[0].float()
+    """The C code takes raw pointers: a map whose channels are strided, another dtype or a strided output is
+    an error, not a silent misread."""
     v = torch.empty(4, 36, 8)
+    with pytest.raises(ValueError, match="an NHWC map or a channel slice of one"):
+        winograd_tiles.input_tiles(torch.randn(8, 8, 16)[:, :, ::2], 4, 0, 2, v)
+    with pytest.raises(ValueError, match="an NHWC map or a channel slice of one"):
+        winograd_tiles.input_tiles(torch.randn(8, 8, 8, dtype=torch.float64), 4, 0, 2, v)
     with pytest.raises(ValueError, match="contiguous float32 CPU"):
-        winograd_tiles.input_tiles(torch.randn(8, 8, 16)[:, :, ::2], bt, 0, 2, v)
-    with pytest.raises(ValueError, match="contiguous float32 CPU"):
-        winograd_tiles.input_tiles(torch.randn(8, 8, 8, dtype=torch.float64), bt, 0, 2, v)
+        winograd_tiles.input_tiles(torch.randn(8, 8, 8), 4, 0, 2, torch.empty(4, 36, 16)[:, :, ::2])
+
+
+@built
+def test_a_route_group_is_read_in_place(monkeypatch) -> None:
+    """A [route] group (a channel slice of an NHWC map) goes into the input transform as it is: the same
+    tiles as from its contiguous copy, and a Winograd conv on it equals the exact conv."""
+    wide = torch.randn(1, 24, 10, 9).contiguous(memory_format=torch.channels_last)
+    group = wide.chunk(2, dim=1)[1]
+    image = group[0].permute(1, 2, 0)
+    assert winograd_tiles.nhwc(image) and not image.is_contiguous()
+    v, expect = torch.empty(9, 36, 12), torch.empty(9, 36, 12)
+    winograd_tiles.input_tiles(image, 4, 0, 3, v)
+    winograd_tiles.input_tiles(image.contiguous(), 4, 0, 3, expect)
+    assert torch.equal(v, expect)
+    monkeypatch.setattr(winograd, "winograd_tile", lambda *args: 4)
+    layer = ConvLayer(12, 8, 3, 1, 1, 1, batch_normalize=True, activation="leaky").eval()
+    conv = FastConv(layer, Shape(12, 10, 9))
+    with torch.no_grad():
+        expect = layer(group)
+        conv.prepare()
+        torch.testing.assert_close(conv(group), expect, atol=1e-4, rtol=1e-5)
+    assert isinstance(conv.plans[(10, 9)], winograd.WinogradPlan)
