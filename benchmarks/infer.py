@@ -7,7 +7,8 @@
 
 Every engine runs in its own worker process (fresh per network and batch, so its peak RSS is its own),
 answering "time N forward passes" over a pipe. The main process asks the workers in turn, one pass
-each, rotating the order, so that the load of a shared machine hits every engine alike; the medians
+each after a short pause (SETTLE), rotating the order, so that the load of a shared machine hits every
+engine alike and no engine's spinning threads run during another's pass; the medians
 and ratios are taken over those interleaved passes. Warm-up passes happen in the workers before the
 first request and are not counted.
 
@@ -41,6 +42,10 @@ SEED = 20240607
 # pthreads pool of OpenCV). Read when the libraries load, so set in the workers' environment.
 PASSIVE_WAIT = {"OMP_WAIT_POLICY": "PASSIVE", "OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER": "0",
                 "OPENCV_THREAD_POOL_ACTIVE_WAIT_MAIN": "0", "OPENCV_THREAD_POOL_ACTIVE_WAIT_PAUSE_LIMIT": "0"}
+# Seconds between two timed passes: by default an engine's idle pool threads spin before they sleep
+# (libgomp: 300000 iterations, milliseconds), and would take one of the CPUs from the next engine's pass
+# (yolov4-tiny, default environment: OpenCV's median 94.5-167.5 ms without the pause, 96.5 with it).
+SETTLE = 0.05
 
 
 @dataclass(frozen=True)
@@ -451,6 +456,7 @@ def measure(engines: dict[str, tuple[str, dict]], iters: int) -> dict[str, dict]
         times: dict[str, dict[str, list[float]]] = {name: {} for name in names}
         for i in range(iters):
             for name in names[i % len(names):] + names[: i % len(names)]:
+                time.sleep(SETTLE)
                 for key, t in workers[name].run(1).items():
                     times[name].setdefault(key, []).extend(t)
         return {name: {"median": {k: statistics.median(v) for k, v in times[name].items()},
