@@ -3,6 +3,7 @@ transforms written as matrix products, and a fast network that still works where
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def test_transforms_equal_the_matrix_products(m: int, threads: int) -> None:
     they must be."""
     torch.manual_seed(0)
     bt, _, at = winograd._matrices(m)
-    h, w, c, k, t = 11, 9, 5, 3, m + 2
+    h, w, c, k, t = 11, 9, 13, 11, m + 2  # whole vector blocks of channels and a rest
     th, tw = -(-h // m), -(-w // m)
     x = torch.randn(h, w, c)
     expect_v = torch.einsum("ia,jb,rqabc->rqijc", bt, bt, _tiles(x.double(), m)).reshape(th, tw, t * t, c)
@@ -56,6 +57,32 @@ def test_transforms_equal_the_matrix_products(m: int, threads: int) -> None:
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(y.double(), expect_y[:h, :w], atol=1e-5, rtol=1e-5)  # cropped, all written
+
+
+@built
+@pytest.mark.parametrize("m", [2, 4])
+def test_without_vector_extensions_the_same_tiles(m: int, tmp_path, monkeypatch) -> None:
+    """Built without -march=native (blocks of 4 channels, SSE2 or NEON), the transforms give the tiles of
+    this CPU's build within float rounding."""
+    torch.manual_seed(1)
+    x, products = torch.randn(10, 9, 13), torch.randn(9 * 9, (m + 2) ** 2, 11)
+    tw, t2 = -(-9 // m), (m + 2) ** 2
+    rows = -(-10 // m)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        v, y = torch.empty(rows * tw, t2, 13), torch.empty(10, 9, 11)
+        winograd_tiles.input_tiles(x, m, 0, rows, v)
+        winograd_tiles.output_tiles(products[:rows * tw].contiguous(), m, 0, rows, 0.1, y)
+        return v, y
+
+    native = run()
+    monkeypatch.setenv("PYDARKNET_HOME", str(tmp_path))
+    monkeypatch.setattr(winograd_tiles, "_OPTIONAL", (("-fopenmp",), ()))
+    monkeypatch.setattr(winograd_tiles, "_library", functools.cache(winograd_tiles._library.__wrapped__))
+    plain = run()
+    assert winograd_tiles._library() is not None and len(list((tmp_path / "kernels").iterdir())) == 1
+    for a, b in zip(native, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 @built
@@ -134,6 +161,8 @@ def test_refuses_what_it_would_misread() -> None:
         winograd_tiles.input_tiles(torch.randn(8, 8, 8, dtype=torch.float64), 4, 0, 2, v)
     with pytest.raises(ValueError, match="contiguous float32 CPU"):
         winograd_tiles.input_tiles(torch.randn(8, 8, 8), 4, 0, 2, torch.empty(4, 36, 16)[:, :, ::2])
+    with pytest.raises(ValueError, match=r"F\(2x2\) and F\(4x4\) only"):
+        winograd_tiles.input_tiles(torch.randn(8, 8, 8), 6, 0, 2, torch.empty(4, 64, 8))
 
 
 @built
