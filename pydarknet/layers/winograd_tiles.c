@@ -126,8 +126,8 @@ int input_tiles(const float *restrict x, int h, int w, int c, int ldx, int m, in
 
 /* At M A of channels [cb, cb + n) of one tile's products (t^2 rows of stride k), each value v written as
  * v if v > 0 else slope v into the tile's m^2 pixels' rows `dst`. */
-INLINE void output_block(const float *p, int k, int cb, int n, const float *at, int m, int t, float slope,
-                         float **dst) {
+INLINE void output_block(const float *p, int k, int cb, int n, const float *at, int m, float slope, float **dst) {
+    const int t = m + 2;
     vec s[T_MAX * T_MAX], r[T_MAX * T_MAX], o[T_MAX * T_MAX];
     UNROLL for (int q = 0; q < t * t; q++) s[q] = load(p + (size_t)q * k + cb, n);
     UNROLL for (int b = 0; b < t; b++) rows(at, m, t, s + b, t, r + b, t); /* r = At M: m x t */
@@ -138,15 +138,15 @@ INLINE void output_block(const float *p, int k, int cb, int n, const float *at, 
     }
 }
 
-INLINE void output_tile(const float *p, int k, const float *at, int m, int t, float slope, float *y, int h, int w,
-                        int y0, int x0, float *scratch) {
+INLINE void output_tile(const float *p, int k, const float *at, int m, float slope, float *y, int h, int w, int y0,
+                        int x0, float *scratch) {
     float *dst[T_MAX * T_MAX];
     UNROLL for (int i = 0; i < m; i++)
         UNROLL for (int j = 0; j < m; j++)
             dst[i * m + j] = y0 + i < h && x0 + j < w ? y + ((size_t)(y0 + i) * w + x0 + j) * k : scratch;
     int cb = 0;
-    for (; cb + L <= k; cb += L) output_block(p, k, cb, L, at, m, t, slope, dst);
-    if (cb < k) output_block(p, k, cb, k - cb, at, m, t, slope, dst);
+    for (; cb + L <= k; cb += L) output_block(p, k, cb, L, at, m, slope, dst);
+    if (cb < k) output_block(p, k, cb, k - cb, at, m, slope, dst);
 }
 
 /* y's m x m tiles (`tiles` of them) of the band from first_row = At M A of products[tile] ((t^2, k) each),
@@ -166,9 +166,9 @@ int output_tiles(const float *restrict products, int k, int m, int first_row, in
             const int y0 = (first_row + tile / tw) * m, x0 = (tile % tw) * m;
             const float *p = products + (size_t)tile * t * t * k;
             if (m == 4)
-                output_tile(p, k, AT4, 4, 6, slope, y, h, w, y0, x0, scratch);
+                output_tile(p, k, AT4, 4, slope, y, h, w, y0, x0, scratch);
             else
-                output_tile(p, k, AT2, 2, 4, slope, y, h, w, y0, x0, scratch);
+                output_tile(p, k, AT2, 2, slope, y, h, w, y0, x0, scratch);
         }
         free(scratch);
     }
